@@ -1,0 +1,176 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace SparseTune.Models;
+
+/// <summary>Thrown for a config.json that cannot describe a supported model.</summary>
+public sealed class ModelConfigException(string message) : Exception(message);
+
+/// <summary>
+/// What every family's Hugging Face config.json has in common. Family records map their own names with
+/// [JsonPropertyName] and expose them through these properties, so training code never branches on
+/// model_type.
+/// </summary>
+public abstract record ModelConfig
+{
+    [JsonPropertyName("model_type")] public string ModelType { get; init; } = "";
+    [JsonPropertyName("architectures")] public string[]? Architectures { get; init; }
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; }
+    [JsonPropertyName("pad_token_id")] public int? PadTokenId { get; init; }
+    [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
+    [JsonPropertyName("eos_token_id")] public JsonElement? EosTokenIdRaw { get; init; }
+    /// <summary>Class names by id for classification heads; null for language models.</summary>
+    [JsonPropertyName("id2label")] public Dictionary<string, string>? Id2Label { get; init; }
+    /// <summary>"regression" for a float target with one output, as Hugging Face names it.</summary>
+    [JsonPropertyName("problem_type")] public string? ProblemType { get; init; }
+
+    [JsonIgnore] public abstract int HiddenSize { get; }
+    [JsonIgnore] public abstract int NumLayers { get; }
+    [JsonIgnore] public abstract int NumHeads { get; }
+    [JsonIgnore] public abstract int IntermediateSize { get; }
+    [JsonIgnore] public abstract int MaxPositions { get; }
+    [JsonIgnore] public int HeadDim => HiddenSize / NumHeads;
+    [JsonIgnore] public int NumLabels => Id2Label?.Count ?? 0;
+
+    /// <summary>First eos id (llama-family configs may list several).</summary>
+    [JsonIgnore]
+    public int? EosTokenId => EosTokenIdRaw is { } e
+        ? e.ValueKind == JsonValueKind.Number ? e.GetInt32()
+        : e.ValueKind == JsonValueKind.Array && e.GetArrayLength() > 0 ? e[0].GetInt32() : null
+        : null;
+
+    public static readonly IReadOnlyList<string> SupportedModelTypes = ["gpt2", "bert", "roberta", "llama", "mistral", "qwen2"];
+
+    static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+
+    /// <summary>Reads DIR/config.json (or a config.json path) and dispatches on model_type.</summary>
+    public static ModelConfig Load(string path)
+    {
+        string file = Directory.Exists(path) ? Path.Combine(path, "config.json") : path;
+        if (!File.Exists(file)) throw new FileNotFoundException($"no config.json at {file}", file);
+        string text = File.ReadAllText(file);
+        try { return Parse(text); }
+        catch (JsonException e) { throw new ModelConfigException($"{file}: invalid JSON: {e.Message}"); }
+        catch (ModelConfigException e) { throw new ModelConfigException($"{file}: {e.Message}"); }
+    }
+
+    public static ModelConfig Parse(string json)
+    {
+        JsonNode root = JsonNode.Parse(json) ?? throw new ModelConfigException("config.json is empty");
+        string type = root["model_type"]?.GetValue<string>() ?? throw new ModelConfigException("config.json has no model_type");
+        ModelConfig config = type switch
+        {
+            "gpt2" => root.Deserialize<Gpt2Config>()!,
+            "bert" or "roberta" => root.Deserialize<BertConfig>()!,
+            "llama" or "mistral" or "qwen2" => root.Deserialize<LlamaConfig>()!,
+            _ => throw new ModelConfigException($"unsupported model_type '{type}'; supported: {string.Join(", ", SupportedModelTypes)}"),
+        };
+        config.Validate();
+        return config;
+    }
+
+    /// <summary>Checks the numbers a model is built from; throws naming every problem.</summary>
+    public virtual void Validate()
+    {
+        var problems = new List<string>();
+        if (VocabSize <= 0) problems.Add("vocab_size must be positive");
+        if (HiddenSize <= 0) problems.Add("hidden size must be positive");
+        if (NumLayers <= 0) problems.Add("number of layers must be positive");
+        if (NumHeads <= 0) problems.Add("number of attention heads must be positive");
+        else if (HiddenSize % NumHeads != 0 && this is not LlamaConfig { HeadDimOverride: not null })
+            problems.Add($"hidden size {HiddenSize} is not divisible by {NumHeads} heads");
+        if (problems.Count > 0) throw new ModelConfigException(string.Join("; ", problems));
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, GetType(), WriteOptions);
+
+    public void Save(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        IO.AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), ToJson());
+    }
+}
+
+/// <summary>GPT-2 (GPT2LMHeadModel). Names as in transformers' GPT2Config.</summary>
+public sealed record Gpt2Config : ModelConfig
+{
+    [JsonPropertyName("n_embd")] public int NEmbd { get; init; } = 768;
+    [JsonPropertyName("n_layer")] public int NLayer { get; init; } = 12;
+    [JsonPropertyName("n_head")] public int NHead { get; init; } = 12;
+    /// <summary>FFN width; null means 4 × n_embd.</summary>
+    [JsonPropertyName("n_inner")] public int? NInner { get; init; }
+    [JsonPropertyName("n_positions")] public int NPositions { get; init; } = 1024;
+    [JsonPropertyName("activation_function")] public string ActivationFunction { get; init; } = "gelu_new";
+    [JsonPropertyName("layer_norm_epsilon")] public double LayerNormEpsilon { get; init; } = 1e-5;
+    [JsonPropertyName("resid_pdrop")] public double ResidPdrop { get; init; } = 0.1;
+    [JsonPropertyName("embd_pdrop")] public double EmbdPdrop { get; init; } = 0.1;
+    [JsonPropertyName("attn_pdrop")] public double AttnPdrop { get; init; } = 0.1;
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; } = true;
+
+    public override int HiddenSize => NEmbd;
+    public override int NumLayers => NLayer;
+    public override int NumHeads => NHead;
+    public override int IntermediateSize => NInner ?? 4 * NEmbd;
+    public override int MaxPositions => NPositions;
+}
+
+/// <summary>BERT and RoBERTa (same config class in transformers; RoBERTa differs in position ids).</summary>
+public sealed record BertConfig : ModelConfig
+{
+    [JsonPropertyName("hidden_size")] public int Hidden { get; init; } = 768;
+    [JsonPropertyName("num_hidden_layers")] public int Layers { get; init; } = 12;
+    [JsonPropertyName("num_attention_heads")] public int Heads { get; init; } = 12;
+    [JsonPropertyName("intermediate_size")] public int Intermediate { get; init; } = 3072;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 512;
+    [JsonPropertyName("type_vocab_size")] public int TypeVocabSize { get; init; } = 2;
+    [JsonPropertyName("layer_norm_eps")] public double LayerNormEps { get; init; } = 1e-12;
+    [JsonPropertyName("hidden_dropout_prob")] public double HiddenDropoutProb { get; init; } = 0.1;
+    [JsonPropertyName("attention_probs_dropout_prob")] public double AttentionProbsDropoutProb { get; init; } = 0.1;
+    [JsonPropertyName("classifier_dropout")] public double? ClassifierDropout { get; init; }
+
+    [JsonIgnore] public bool IsRoberta => ModelType == "roberta";
+    public override int HiddenSize => Hidden;
+    public override int NumLayers => Layers;
+    public override int NumHeads => Heads;
+    public override int IntermediateSize => Intermediate;
+    public override int MaxPositions => MaxPositionEmbeddings;
+}
+
+/// <summary>LLaMA family: llama, mistral, qwen2 (RMSNorm, rotary, grouped-query attention).</summary>
+public sealed record LlamaConfig : ModelConfig
+{
+    [JsonPropertyName("hidden_size")] public int Hidden { get; init; } = 4096;
+    [JsonPropertyName("num_hidden_layers")] public int Layers { get; init; } = 32;
+    [JsonPropertyName("num_attention_heads")] public int Heads { get; init; } = 32;
+    /// <summary>Grouped-query attention: key/value heads; null means one per query head.</summary>
+    [JsonPropertyName("num_key_value_heads")] public int? KeyValueHeads { get; init; }
+    [JsonPropertyName("head_dim")] public int? HeadDimOverride { get; init; }
+    [JsonPropertyName("intermediate_size")] public int Intermediate { get; init; } = 11008;
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 2048;
+    [JsonPropertyName("rms_norm_eps")] public double RmsNormEps { get; init; } = 1e-6;
+    [JsonPropertyName("rope_theta")] public double RopeTheta { get; init; } = 10000.0;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "silu";
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; }
+    /// <summary>llama/mistral: bias on q,k,v,o when true. qwen2 always has q/k/v bias (not o).</summary>
+    [JsonPropertyName("attention_bias")] public bool AttentionBias { get; init; }
+    [JsonPropertyName("mlp_bias")] public bool MlpBias { get; init; }
+
+    public override int HiddenSize => Hidden;
+    public override int NumLayers => Layers;
+    public override int NumHeads => Heads;
+    public override int IntermediateSize => Intermediate;
+    public override int MaxPositions => MaxPositionEmbeddings;
+    [JsonIgnore] public int NumKeyValueHeads => KeyValueHeads ?? Heads;
+    [JsonIgnore] public int AttentionHeadDim => HeadDimOverride ?? Hidden / Heads;
+    [JsonIgnore] public bool QkvBias => ModelType == "qwen2" || AttentionBias;
+    [JsonIgnore] public bool OutputBias => ModelType != "qwen2" && AttentionBias;
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (Heads % NumKeyValueHeads != 0)
+            throw new ModelConfigException($"num_attention_heads {Heads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
+    }
+}
