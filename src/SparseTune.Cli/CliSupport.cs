@@ -1,0 +1,73 @@
+using System.CommandLine;
+using Spectre.Console;
+
+namespace SparseTune.Cli;
+
+/// <summary>Options and error handling shared by every command.</summary>
+public static class CliSupport
+{
+    public static readonly Option<bool> Verbose = new("--verbose", "-v")
+    {
+        Description = "Print stack traces on errors.",
+        Recursive = true,
+    };
+
+    /// <summary>
+    /// Runs a command body: any exception becomes "error: message" on one line and exit code 1
+    /// (2 for invalid arguments), with the stack trace only under --verbose.
+    /// </summary>
+    public static int Run(ParseResult parse, Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e)
+        {
+            bool verbose = parse.GetValue(Verbose);
+            Exception shown = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e;
+            shown = shown is TypeInitializationException { InnerException: { } inner } ? inner : shown;
+            string message = shown.Message.ReplaceLineEndings(" ");
+            Console.Error.WriteLine($"error: {message}");
+            if (verbose) Console.Error.WriteLine(e.ToString());
+            return shown is ArgumentException or UsageException ? 2 : 1;
+        }
+    }
+
+    /// <summary>Checks a required folder exists before any work starts.</summary>
+    public static string ExistingDirectory(string? path, string option)
+    {
+        if (string.IsNullOrWhiteSpace(path)) throw new UsageException($"{option} is required");
+        if (!Directory.Exists(path)) throw new UsageException($"{option}: folder not found: {path}");
+        return path;
+    }
+
+    public static string ExistingFile(string? path, string option)
+    {
+        if (string.IsNullOrWhiteSpace(path)) throw new UsageException($"{option} is required");
+        if (!File.Exists(path)) throw new UsageException($"{option}: file not found: {path}");
+        return path;
+    }
+
+    public static string HumanBytes(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        double v = bytes;
+        int u = 0;
+        while (v >= 1024 && u < units.Length - 1) { v /= 1024; u++; }
+        return $"{v:0.##} {units[u]}";
+    }
+
+    public static string HumanCount(long n) => n switch
+    {
+        >= 1_000_000_000 => $"{n / 1e9:0.##}B",
+        >= 1_000_000 => $"{n / 1e6:0.##}M",
+        >= 1_000 => $"{n / 1e3:0.##}K",
+        _ => n.ToString(),
+    };
+
+    public static IAnsiConsole Out { get; } = AnsiConsole.Console;
+}
+
+/// <summary>Invalid command-line input (exit code 2).</summary>
+public sealed class UsageException(string message) : Exception(message);

@@ -1,0 +1,59 @@
+using System.CommandLine;
+using SparseTune.IO;
+using SparseTune.Models;
+using static TorchSharp.torch;
+
+namespace SparseTune.Cli.Commands;
+
+/// <summary>
+/// sparsetune forward: runs a model on input_ids/attention_mask[/token_type_ids] from a safetensors file and
+/// writes float32 logits and last_hidden_state. Outside tools use it to check our models against theirs.
+/// </summary>
+public static class ForwardCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json + *.safetensors).", Required = true };
+        var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (B,T) and optional attention_mask, token_type_ids.", Required = true };
+        var output = new Option<string>("--output") { Description = "safetensors file to write logits and last_hidden_state to.", Required = true };
+        var command = new Command("forward", "Run a model forward on token ids and save logits and hidden states.") { model, inputs, output };
+        command.SetAction(parse => CliSupport.Run(parse, () =>
+        {
+            string modelDir = CliSupport.ExistingDirectory(parse.GetValue(model), "--model");
+            string inputFile = CliSupport.ExistingFile(parse.GetValue(inputs), "--inputs");
+            string outputFile = parse.GetValue(output)!;
+            Run(modelDir, inputFile, outputFile);
+            Console.WriteLine($"wrote logits and last_hidden_state to {outputFile}");
+            return 0;
+        }));
+        return command;
+    }
+
+    public static void Run(string modelDir, string inputFile, string outputFile)
+    {
+        using var scope = NewDisposeScope();
+        var tensors = SafeTensors.Load(inputFile);
+        if (!tensors.TryGetValue("input_ids", out var inputIds))
+            throw new InvalidDataException($"{inputFile}: no input_ids tensor (found: {string.Join(", ", tensors.Keys)})");
+        if (inputIds.dim() != 2) throw new InvalidDataException($"{inputFile}: input_ids must be (batch, length), got [{string.Join(", ", inputIds.shape)}]");
+        Tensor ids = inputIds.to_type(ScalarType.Int64);
+        Tensor? mask = tensors.TryGetValue("attention_mask", out var m) ? m.to_type(ScalarType.Int64) : null;
+        Tensor? types = tensors.TryGetValue("token_type_ids", out var t) ? t.to_type(ScalarType.Int64) : null;
+        foreach (var (name, other) in new[] { ("attention_mask", mask), ("token_type_ids", types) })
+            if (other is not null && !other.shape.SequenceEqual(ids.shape))
+                throw new InvalidDataException($"{inputFile}: {name} is [{string.Join(", ", other.shape)}] but input_ids is [{string.Join(", ", ids.shape)}]");
+
+        using TransformerModel net = PretrainedModel.Load(modelDir);
+        net.eval();
+        long vocab = net.Config.VocabSize;
+        long maxId = ids.max().item<long>(), minId = ids.min().item<long>();
+        if (minId < 0 || maxId >= vocab) throw new InvalidDataException($"{inputFile}: input_ids outside the vocabulary [0, {vocab}): min {minId}, max {maxId}");
+        using var _ = no_grad();
+        using ModelOutput result = net.Forward(ids, mask, types);
+        SafeTensors.Save(outputFile,
+        [
+            new("logits", result.Logits.to_type(ScalarType.Float32)),
+            new("last_hidden_state", result.LastHiddenState.to_type(ScalarType.Float32)),
+        ]);
+    }
+}

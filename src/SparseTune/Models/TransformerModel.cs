@@ -1,0 +1,68 @@
+using SparseTune.Nn;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SparseTune.Models;
+
+/// <summary>Which output a model computes on top of its transformer body.</summary>
+public enum ModelHead
+{
+    /// <summary>Next-token logits (B, T, vocab).</summary>
+    CausalLM,
+    /// <summary>Class logits (B, num_labels) from the first (BERT/RoBERTa) or last non-pad (decoders) token.</summary>
+    SequenceClassification,
+    /// <summary>Masked-token logits (B, T, vocab).</summary>
+    MaskedLM,
+}
+
+/// <summary>What a forward pass returns. Both tensors belong to the caller.</summary>
+public sealed record ModelOutput(Tensor LastHiddenState, Tensor Logits) : IDisposable
+{
+    public void Dispose()
+    {
+        LastHiddenState.Dispose();
+        Logits.Dispose();
+    }
+}
+
+/// <summary>
+/// Base of every SparseTune model. The module tree mirrors the Hugging Face module tree, so
+/// <c>state_dict()</c> keys are Hugging Face checkpoint keys (pinned by a test); <see cref="WeightTable"/>
+/// names the exceptions (transposed GPT-2 Conv1D weights, ignored buffers, alternative prefixes).
+/// </summary>
+public abstract class TransformerModel : nn.Module
+{
+    protected TransformerModel(string name, ModelConfig config, ModelHead head) : base(name)
+    {
+        Config = config;
+        Head = head;
+    }
+
+    public ModelConfig Config { get; protected set; }
+    public ModelHead Head { get; }
+
+    /// <summary>
+    /// inputIds (B, T) int64; attentionMask (B, T) with 1 for real tokens and 0 for padding (null: all real);
+    /// tokenTypeIds (B, T) for BERT pairs (null: zeros).
+    /// </summary>
+    public abstract ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null);
+
+    /// <summary>How checkpoint keys map to this model's parameters and buffers.</summary>
+    public abstract HfWeightTable WeightTable { get; }
+
+    /// <summary>Every linear layer with its state-dict prefix (e.g. "transformer.h.0.attn.c_attn").</summary>
+    public IEnumerable<(string Name, TunableLinear Layer)> NamedLinears()
+    {
+        foreach (var (name, module) in named_modules())
+            if (module is TunableLinear linear) yield return (name, linear);
+    }
+
+    /// <summary>
+    /// The classification / LM head modules that a parameter-efficient method should still train in full
+    /// (PEFT's modules_to_save), as state-dict prefixes. Empty for causal LM with tied embeddings.
+    /// </summary>
+    public abstract IReadOnlyList<string> HeadModuleNames { get; }
+
+    /// <summary>Parameter count (unique tensors; tied weights counted once).</summary>
+    public long ParameterCount() => parameters().Sum(p => p.numel());
+}

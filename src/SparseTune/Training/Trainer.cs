@@ -1,0 +1,337 @@
+using System.Diagnostics;
+using System.Text.Json;
+using SparseTune.IO;
+using SparseTune.Models;
+using SparseTune.Tuners;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SparseTune.Training;
+
+/// <summary>The loss became NaN or infinite; the run stopped without touching the last checkpoint.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);
+
+/// <summary>A progress report, raised after every optimizer step and evaluation.</summary>
+public sealed record TrainingProgress(string Phase, int Step, int TotalSteps, double Loss, double LearningRate, double TokensPerSecond,
+    IReadOnlyDictionary<string, double>? Eval = null);
+
+/// <summary>What one training run produced; the trainer writes it as report.json.</summary>
+public sealed record TrainingResult
+{
+    public required int Steps { get; init; }
+    public required long Tokens { get; init; }
+    public required double WallSeconds { get; init; }
+    public required double TrainLossFirst { get; init; }
+    public required double TrainLossLast { get; init; }
+    public required long GradOptimizerBytes { get; init; }
+    public required long TrainableParameters { get; init; }
+    public required long TotalParameters { get; init; }
+    public required IReadOnlyDictionary<string, double> Eval { get; init; }
+    public IReadOnlyDictionary<string, double>? BaselineEval { get; init; }
+    public required IReadOnlyList<(int Step, double Loss)> LossCurve { get; init; }
+    public required IReadOnlyList<(int Step, IReadOnlyDictionary<string, double> Metrics)> EvalCurve { get; init; }
+}
+
+/// <summary>
+/// The one training loop. Methods plug in through <see cref="Tuner"/> hooks; the loop itself knows nothing of
+/// LoRA, SIFT or masks. Read top to bottom: set-up → (resume) → baseline eval → steps → final eval → finish.
+/// </summary>
+public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, TrainingOptions options)
+{
+    const string CheckpointFolderName = "checkpoint";
+
+    public IProgress<TrainingProgress>? Progress { get; init; }
+
+    /// <summary>Computes eval metrics for the current model (the caller supplies data and metric set).</summary>
+    public Func<TransformerModel, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
+
+    public TrainingResult Run(IBatchSource train)
+    {
+        var problems = options.Problems();
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
+        Directory.CreateDirectory(options.OutputDirectory);
+        torch.random.manual_seed(options.Seed);
+
+        int batchesPerEpoch = train.EpochBatches(0).Count;
+        if (batchesPerEpoch == 0) throw new ArgumentException("the training set is empty");
+        int stepsPerEpoch = Math.Max(1, batchesPerEpoch / options.GradientAccumulation);
+        int totalSteps = options.MaxSteps ?? stepsPerEpoch * options.Epochs;
+        int warmup = options.WarmupSteps ?? (int)Math.Ceiling(options.WarmupRatio * totalSteps);
+        var schedule = new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, totalSteps);
+
+        tuner.Attach(model);
+        int startStep = 0;
+        var state = new RunState();
+        IReadOnlyDictionary<string, double>? baseline = null;
+        if (options.ResumeFrom is { } resumeDir)
+        {
+            state = LoadCheckpoint(resumeDir, null);
+        }
+        else
+        {
+            if (options.EvaluateBaseline && Evaluate is not null)
+            {
+                baseline = Evaluate(model);
+                Progress?.Report(new TrainingProgress("baseline", 0, totalSteps, double.NaN, 0, 0, baseline));
+            }
+            tuner.Prepare(model, SelectionBatches(train));
+        }
+
+        var optimizer = NewOptimizer();
+        if (options.ResumeFrom is { } dir)
+        {
+            LoadCheckpoint(dir, optimizer);
+            startStep = state.Step;
+            baseline = state.Baseline;
+        }
+
+        string metricsLog = Path.Combine(options.OutputDirectory, "metrics.jsonl");
+        var stopwatch = Stopwatch.StartNew();
+        double wallBefore = state.WallSeconds;
+        long tokensThisRun = 0;
+        long gradOptimizerBytes = state.GradOptimizerBytes;
+        IReadOnlyList<int[]>? epochBatches = null;
+        int cachedEpoch = -1;
+
+        model.train();
+        for (int step = startStep; step < totalSteps; step++)
+        {
+            var context = new TrainingStepContext(model, step, totalSteps);
+            tuner.BeforeStep(context);
+            double stepLoss = 0;
+            for (int micro = 0; micro < options.GradientAccumulation; micro++)
+            {
+                // Batch k of the endless stream: a pure function of (seed, k), so --resume lands on the same batch.
+                long k = (long)step * options.GradientAccumulation + micro;
+                int epoch = (int)(k / batchesPerEpoch);
+                if (epoch != cachedEpoch) { epochBatches = train.EpochBatches(epoch); cachedEpoch = epoch; }
+                using var scope = NewDisposeScope();
+                using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]);
+                ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
+                Tensor loss = Losses.Compute(task, output, batch.Labels);
+                Tensor total = loss;
+                if (tuner.ExtraLoss(context) is { } extra) total = total + extra;
+                (total / options.GradientAccumulation).backward();
+                stepLoss += loss.item<float>() / options.GradientAccumulation;
+                tokensThisRun += batch.TokenCount;
+                state.Tokens += batch.TokenCount;
+            }
+
+            if (!double.IsFinite(stepLoss))
+            {
+                string kept = state.LastCheckpointStep is { } s
+                    ? $"the last good checkpoint (step {s}) is kept in {Path.Combine(options.OutputDirectory, CheckpointFolderName)}"
+                    : "no checkpoint had been written yet (use --save-every)";
+                throw new TrainingDivergedException($"training loss became {(double.IsNaN(stepLoss) ? "NaN" : "infinite")} at step {step + 1}; {kept}; try a lower --lr");
+            }
+
+            if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
+            double lr = schedule.At(step);
+            optimizer.Step(lr);
+            // Gradient + optimizer bytes at their peak: gradients still alive right after the step.
+            gradOptimizerBytes = Math.Max(gradOptimizerBytes, optimizer.GradientBytes() + optimizer.StateBytes);
+            optimizer.ZeroGrad();
+            if (tuner.AfterOptimizerStep(context))
+            {
+                optimizer.Dispose();
+                optimizer = NewOptimizer();
+            }
+
+            state.Step = step + 1;
+            state.Losses.Add((state.Step, stepLoss));
+            double elapsed = stopwatch.Elapsed.TotalSeconds;
+            double tokensPerSecond = elapsed > 0 ? tokensThisRun / elapsed : 0;
+            if (state.Step % options.LogEvery == 0 || state.Step == totalSteps || state.Step == 1)
+                AppendJsonLine(metricsLog, new { step = state.Step, loss = stepLoss, learning_rate = lr, tokens_per_second = tokensPerSecond });
+            Progress?.Report(new TrainingProgress("train", state.Step, totalSteps, stepLoss, lr, tokensPerSecond));
+
+            if (options.EvalEvery > 0 && state.Step % options.EvalEvery == 0 && state.Step != totalSteps)
+                RunEvaluation(state, metricsLog, totalSteps);
+            if (options.SaveEvery > 0 && state.Step % options.SaveEvery == 0)
+            {
+                state.WallSeconds = wallBefore + stopwatch.Elapsed.TotalSeconds;
+                state.GradOptimizerBytes = gradOptimizerBytes;
+                state.Baseline = baseline;
+                SaveCheckpoint(state, optimizer);
+            }
+        }
+
+        var finalEval = Evaluate is null ? new Dictionary<string, double>() : RunEvaluation(state, metricsLog, totalSteps);
+        tuner.Finish(model);
+        optimizer.Dispose();
+        double wall = wallBefore + stopwatch.Elapsed.TotalSeconds;
+        var trainable = tuner.TrainableParameters().ToList();
+        return new TrainingResult
+        {
+            Steps = state.Step,
+            Tokens = state.Tokens,
+            WallSeconds = wall,
+            TrainLossFirst = state.Losses.Count > 0 ? state.Losses[0].Loss : double.NaN,
+            TrainLossLast = state.Losses.Count > 0 ? state.Losses[^1].Loss : double.NaN,
+            GradOptimizerBytes = gradOptimizerBytes,
+            TrainableParameters = trainable.Sum(t => t.Parameter.numel()),
+            TotalParameters = model.ParameterCount(),
+            Eval = finalEval,
+            BaselineEval = baseline,
+            LossCurve = state.Losses,
+            EvalCurve = state.Evals,
+        };
+
+        AdamW NewOptimizer() => new(tuner.TrainableParameters(), new AdamWOptions(WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay);
+
+        void SaveCheckpoint(RunState s, AdamW opt)
+        {
+            string final = Path.Combine(options.OutputDirectory, CheckpointFolderName);
+            string temp = final + $".tmp-{Guid.NewGuid():N}";
+            Directory.CreateDirectory(temp);
+            using (var scope = NewDisposeScope())
+            {
+                SafeTensors.Save(Path.Combine(temp, "trainable.safetensors"), TrainedTensors());
+                SafeTensors.Save(Path.Combine(temp, "optimizer.safetensors"), opt.State());
+                var extra = tuner.ExtraState().ToList();
+                if (extra.Count > 0) SafeTensors.Save(Path.Combine(temp, "tuner.safetensors"), extra);
+                SafeTensors.Save(Path.Combine(temp, "rng.safetensors"), [new("torch", torch.random.get_rng_state())]);
+            }
+            s.LastCheckpointStep = s.Step;
+            AtomicFile.WriteAllText(Path.Combine(temp, "trainer_state.json"), JsonSerializer.Serialize(s.ToJson(tuner.Name)));
+            // Swap in the new folder: the old checkpoint stays whole until the new one is complete.
+            string old = final + ".old";
+            if (Directory.Exists(old)) Directory.Delete(old, true);
+            if (Directory.Exists(final)) Directory.Move(final, old);
+            Directory.Move(temp, final);
+            if (Directory.Exists(old)) Directory.Delete(old, true);
+        }
+
+        RunState LoadCheckpoint(string directory, AdamW? opt)
+        {
+            if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"--resume: no checkpoint folder at {directory}");
+            string stateFile = Path.Combine(directory, "trainer_state.json");
+            if (!File.Exists(stateFile)) throw new FileNotFoundException($"--resume: {directory} has no trainer_state.json", stateFile);
+            var loaded = RunState.FromJson(File.ReadAllText(stateFile), tuner.Name, directory);
+            if (opt is null)
+            {
+                // First pass (before the optimizer exists): tensors of model and tuner.
+                var extraFile = Path.Combine(directory, "tuner.safetensors");
+                if (File.Exists(extraFile))
+                {
+                    var extra = SafeTensors.Load(extraFile);
+                    tuner.LoadExtraState(extra);
+                    foreach (var t in extra.Values) t.Dispose();
+                }
+                var trained = SafeTensors.Load(Path.Combine(directory, "trainable.safetensors"));
+                using (no_grad())
+                {
+                    foreach (var (name, target) in TrainedTensors())
+                    {
+                        if (!trained.TryGetValue(name, out var source))
+                            throw new InvalidDataException($"--resume: checkpoint {directory} has no tensor {name}");
+                        target.copy_(source);
+                    }
+                }
+                foreach (var t in trained.Values) t.Dispose();
+            }
+            else
+            {
+                var optState = SafeTensors.Load(Path.Combine(directory, "optimizer.safetensors"));
+                opt.LoadState(optState);
+                foreach (var t in optState.Values) t.Dispose();
+                var rng = SafeTensors.Load(Path.Combine(directory, "rng.safetensors"));
+                torch.random.set_rng_state(rng["torch"]);
+                rng["torch"].Dispose();
+            }
+            return loaded;
+        }
+    }
+
+    /// <summary>
+    /// Tensors a checkpoint must hold to resume: the whole model when the method changes base weights (full
+    /// fine-tuning, SIFT's merged deltas), else only what trains (adapters, heads).
+    /// </summary>
+    IEnumerable<KeyValuePair<string, Tensor>> TrainedTensors()
+    {
+        var seen = new HashSet<string>();
+        if (tuner.ModifiesBaseWeights)
+            foreach (var (name, p) in model.named_parameters())
+                if (seen.Add("model." + name)) yield return new("model." + name, p);
+        foreach (var (name, p) in tuner.TrainableParameters())
+            if (seen.Add(name) && !seen.Contains("model." + name)) yield return new(name, p);
+    }
+
+    IEnumerable<Func<Tensor>> SelectionBatches(IBatchSource train)
+    {
+        var batches = train.EpochBatches(0);
+        foreach (var indices in batches)
+        {
+            yield return () =>
+            {
+                using TrainingBatch batch = train.Build(indices);
+                using ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
+                return Losses.Compute(task, output, batch.Labels);
+            };
+        }
+    }
+
+    IReadOnlyDictionary<string, double> RunEvaluation(RunState state, string metricsLog, int totalSteps)
+    {
+        model.eval();
+        IReadOnlyDictionary<string, double> metrics;
+        using (no_grad()) metrics = Evaluate!(model);
+        model.train();
+        state.Evals.Add((state.Step, metrics));
+        AppendJsonLine(metricsLog, new { step = state.Step, eval = metrics });
+        Progress?.Report(new TrainingProgress("eval", state.Step, totalSteps, double.NaN, 0, 0, metrics));
+        return metrics;
+    }
+
+    static void AppendJsonLine(string path, object value) =>
+        File.AppendAllText(path, JsonSerializer.Serialize(value) + "\n");
+
+    /// <summary>Loop counters that a checkpoint carries.</summary>
+    sealed class RunState
+    {
+        public int Step;
+        public long Tokens;
+        public double WallSeconds;
+        public long GradOptimizerBytes;
+        public int? LastCheckpointStep;
+        public IReadOnlyDictionary<string, double>? Baseline;
+        public List<(int Step, double Loss)> Losses = [];
+        public List<(int Step, IReadOnlyDictionary<string, double> Metrics)> Evals = [];
+
+        public object ToJson(string method) => new
+        {
+            method,
+            step = Step,
+            tokens = Tokens,
+            wall_seconds = WallSeconds,
+            grad_optimizer_bytes = GradOptimizerBytes,
+            baseline = Baseline,
+            losses = Losses.Select(l => new[] { l.Step, l.Loss }).ToList(),
+            evals = Evals.Select(e => new { step = e.Step, metrics = e.Metrics }).ToList(),
+        };
+
+        public static RunState FromJson(string json, string method, string directory)
+        {
+            using var doc = JsonDocument.Parse(json);
+            var root = doc.RootElement;
+            string saved = root.GetProperty("method").GetString() ?? "";
+            if (saved != method)
+                throw new InvalidDataException($"--resume: checkpoint {directory} was written by --method {saved}, not {method}");
+            var state = new RunState
+            {
+                Step = root.GetProperty("step").GetInt32(),
+                Tokens = root.GetProperty("tokens").GetInt64(),
+                WallSeconds = root.GetProperty("wall_seconds").GetDouble(),
+                GradOptimizerBytes = root.GetProperty("grad_optimizer_bytes").GetInt64(),
+            };
+            state.LastCheckpointStep = state.Step;
+            if (root.GetProperty("baseline").ValueKind == JsonValueKind.Object)
+                state.Baseline = root.GetProperty("baseline").Deserialize<Dictionary<string, double>>();
+            foreach (var pair in root.GetProperty("losses").EnumerateArray())
+                state.Losses.Add(((int)pair[0].GetDouble(), pair[1].GetDouble()));
+            foreach (var e in root.GetProperty("evals").EnumerateArray())
+                state.Evals.Add((e.GetProperty("step").GetInt32(), e.GetProperty("metrics").Deserialize<Dictionary<string, double>>()!));
+            return state;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+namespace SparseTune.Training;
+
+/// <summary>What the model learns to predict; decides the loss and the metrics.</summary>
+public enum TaskKind { Classification, Regression, CausalLM }
+
+/// <summary>Options of the one training loop every method uses. Defaults follow transformers' Trainer.</summary>
+public sealed record TrainingOptions
+{
+    public int Epochs { get; init; } = 3;
+    /// <summary>Optimizer steps; overrides Epochs when set.</summary>
+    public int? MaxSteps { get; init; }
+    public int BatchSize { get; init; } = 16;
+    public int GradientAccumulation { get; init; } = 1;
+    public double LearningRate { get; init; } = 5e-5;
+    public double WeightDecay { get; init; } = 0.01;
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Linear;
+    /// <summary>Fraction of total steps spent warming up (ignored when WarmupSteps is set).</summary>
+    public double WarmupRatio { get; init; }
+    public int? WarmupSteps { get; init; }
+    /// <summary>Global gradient-norm clip; 0 disables.</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>Evaluate every N optimizer steps (0: only at the end).</summary>
+    public int EvalEvery { get; init; }
+    /// <summary>Checkpoint every N optimizer steps (0: none).</summary>
+    public int SaveEvery { get; init; }
+    public int LogEvery { get; init; } = 10;
+    public int Seed { get; init; } = 42;
+    /// <summary>Evaluate the untuned model first, for report.json's baseline_eval.</summary>
+    public bool EvaluateBaseline { get; init; } = true;
+    public string OutputDirectory { get; init; } = "runs/run";
+    /// <summary>A checkpoint folder written by an earlier run (OUTPUT/checkpoint) to continue from.</summary>
+    public string? ResumeFrom { get; init; }
+
+    /// <summary>Names whose parameters get no weight decay (biases and norms, as the transformers examples).</summary>
+    public static bool IsNoDecay(string parameterName) =>
+        parameterName.EndsWith(".bias", StringComparison.Ordinal) || parameterName == "bias"
+        || parameterName.Contains("LayerNorm", StringComparison.Ordinal) || parameterName.Contains("layer_norm", StringComparison.Ordinal)
+        || parameterName.Contains("ln_", StringComparison.Ordinal) || parameterName.Contains("norm.", StringComparison.Ordinal)
+        || parameterName.Contains("layernorm", StringComparison.Ordinal);
+
+    /// <summary>Every problem with the options, all at once (empty when valid).</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (Epochs <= 0 && MaxSteps is null) problems.Add("--epochs must be positive");
+        if (MaxSteps is <= 0) problems.Add("--max-steps must be positive");
+        if (BatchSize <= 0) problems.Add("--batch-size must be positive");
+        if (GradientAccumulation <= 0) problems.Add("--grad-accum must be positive");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) problems.Add("--lr must be a positive number");
+        if (WeightDecay < 0) problems.Add("--weight-decay must be ≥ 0");
+        if (WarmupRatio is < 0 or >= 1) problems.Add("--warmup-ratio must be in [0, 1)");
+        if (WarmupSteps is < 0) problems.Add("--warmup-steps must be ≥ 0");
+        if (MaxGradNorm < 0) problems.Add("--max-grad-norm must be ≥ 0");
+        if (EvalEvery < 0) problems.Add("--eval-every must be ≥ 0");
+        if (SaveEvery < 0) problems.Add("--save-every must be ≥ 0");
+        return problems;
+    }
+}
