@@ -63,6 +63,16 @@ public abstract class TransformerModel : nn.Module
     /// </summary>
     public abstract IReadOnlyList<string> HeadModuleNames { get; }
 
+    /// <summary>
+    /// Recompute each transformer block during backward instead of keeping its activations
+    /// (see <see cref="Nn.ActivationCheckpoint"/>); only while training.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>Runs one transformer block, through activation checkpointing when it is on.</summary>
+    protected Tensor RunBlock(Func<Tensor, Tensor> block, Tensor hidden) =>
+        GradientCheckpointing && training && is_grad_enabled() ? Nn.ActivationCheckpoint.Run(block, hidden) : block(hidden);
+
     /// <summary>Parameter count (unique tensors; tied weights counted once).</summary>
     public long ParameterCount() => parameters().Sum(p => p.numel());
 }

@@ -14,6 +14,7 @@ public static class Losses
         TaskKind.Classification => nn.functional.cross_entropy(output.Logits, labels),
         TaskKind.Regression => nn.functional.mse_loss(output.Logits.squeeze(-1), labels),
         TaskKind.CausalLM => NextTokenLoss(output.Logits, labels),
+        TaskKind.MaskedLM => nn.functional.cross_entropy(output.Logits.reshape(-1, output.Logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex),
         _ => throw new ArgumentOutOfRangeException(nameof(task)),
     };
 

@@ -1,7 +1,7 @@
 namespace SparseTune.Training;
 
 /// <summary>What the model learns to predict; decides the loss and the metrics.</summary>
-public enum TaskKind { Classification, Regression, CausalLM }
+public enum TaskKind { Classification, Regression, CausalLM, MaskedLM }
 
 /// <summary>Options of the one training loop every method uses. Defaults follow transformers' Trainer.</summary>
 public sealed record TrainingOptions

@@ -1,0 +1,23 @@
+using SparseTune.Models;
+
+namespace SparseTune.Benchmarks;
+
+/// <summary>Model shapes `sparsetune bench --preset` knows; weights are random, only the shape matters.</summary>
+public static class BenchPresets
+{
+    static readonly Dictionary<string, string> Labels = new() { ["0"] = "negative", ["1"] = "positive" };
+
+    public static readonly IReadOnlyDictionary<string, (ModelConfig Config, ModelHead Head)> All = new Dictionary<string, (ModelConfig, ModelHead)>
+    {
+        // A few-layer BERT classifier: seconds per method, for smoke runs.
+        ["tiny"] = (new BertConfig { ModelType = "bert", VocabSize = 1000, Hidden = 128, Layers = 2, Heads = 4, Intermediate = 512, MaxPositionEmbeddings = 512, Id2Label = Labels, PadTokenId = 0 }, ModelHead.SequenceClassification),
+        // bert-base-uncased (110M) with a 2-class head.
+        ["bert-base"] = (new BertConfig { ModelType = "bert", VocabSize = 30522, Id2Label = Labels, PadTokenId = 0 }, ModelHead.SequenceClassification),
+        // gpt2 (124M) with its tied LM head.
+        ["gpt2-small"] = (new Gpt2Config { ModelType = "gpt2", VocabSize = 50257, BosTokenId = 50256 }, ModelHead.CausalLM),
+    };
+
+    public static (ModelConfig Config, ModelHead Head) Get(string name) =>
+        All.TryGetValue(name, out var preset) ? preset
+        : throw new ArgumentException($"unknown --preset '{name}'; available: {string.Join(", ", All.Keys)}");
+}

@@ -1,0 +1,154 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SparseTune.IO;
+using SparseTune.Models;
+
+namespace SparseTune.Tuners.Lora;
+
+/// <summary>
+/// The Hugging Face PEFT on-disk layout of a LoRA adapter, so <c>PeftModel.from_pretrained(base, dir)</c> loads
+/// what SparseTune writes and the other way round:
+/// <code>
+///   adapter_config.json          LoraConfig fields (peft_type "LORA", r, lora_alpha, target_modules, …), keys sorted
+///   adapter_model.safetensors    base_model.model.&lt;module&gt;.lora_A.weight  (r, in_features)
+///                                base_model.model.&lt;module&gt;.lora_B.weight  (out_features, r)
+///                                base_model.model.&lt;module to save&gt;.&lt;param&gt;  full tensor (e.g. classifier.weight)
+///                                metadata {"format": "pt"}
+/// </code>
+/// Checked against huggingface/peft: utils/save_and_load.py (get_peft_model_state_dict keeps "lora_" keys for
+/// bias="none", drops the adapter name; ModulesToSaveWrapper.adapter_state_dict in utils/other.py saves
+/// modules_to_save under the wrapped module's own name), utils/constants.py (file names), tuners/lora/layer.py
+/// (lora_A = Linear(in, r), lora_B = Linear(r, out) also for GPT-2's Conv1D, whose fan_in_fan_out only transposes
+/// the merged delta), peft_model.py (the "base_model.model." prefix, inference_mode=True when saving).
+/// </summary>
+public static class PeftAdapterFormat
+{
+    public const string ConfigFileName = "adapter_config.json";
+    public const string WeightsFileName = "adapter_model.safetensors";
+
+    /// <summary>PeftModel's prefix on every key: PeftModel.base_model (LoraModel) .model (the transformers model).</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    /// <summary>Safetensors metadata key (ignored by PEFT) holding the classification labels as id2label JSON.</summary>
+    public const string Id2LabelMetadataKey = "sparsetune.id2label";
+
+    /// <summary>PEFT's TaskType for a head; null for masked-LM models (PEFT has no task type for them).</summary>
+    public static string? TaskTypeOf(ModelHead head) => head switch
+    {
+        ModelHead.SequenceClassification => "SEQ_CLS",
+        ModelHead.CausalLM => "CAUSAL_LM",
+        _ => null,
+    };
+
+    /// <summary>The head a PEFT task type implies; null when the type does not fix one.</summary>
+    public static ModelHead? HeadOf(string? taskType) => taskType switch
+    {
+        "SEQ_CLS" => ModelHead.SequenceClassification,
+        "CAUSAL_LM" => ModelHead.CausalLM,
+        _ => null,
+    };
+
+    public static string LoraAKey(string module) => $"{KeyPrefix}{module}.lora_A.weight";
+    public static string LoraBKey(string module) => $"{KeyPrefix}{module}.lora_B.weight";
+}
+
+/// <summary>The fields of adapter_config.json that SparseTune writes and reads.</summary>
+public sealed record PeftLoraConfig
+{
+    public int R { get; init; }
+    public double LoraAlpha { get; init; }
+    public double LoraDropout { get; init; }
+    public IReadOnlyList<string> TargetModules { get; init; } = [];
+    public IReadOnlyList<string>? ModulesToSave { get; init; }
+    public string? TaskType { get; init; }
+    public string? BaseModelNameOrPath { get; init; }
+    /// <summary>True for GPT-2: Hugging Face stores its Conv1D weights (in, out), so PEFT transposes the merged delta.</summary>
+    public bool FanInFanOut { get; init; }
+    public string Bias { get; init; } = "none";
+
+    /// <summary>Writes adapter_config.json as PEFT's save_pretrained does (indent 2, sorted keys).</summary>
+    public void Save(string directory)
+    {
+        static JsonArray? List(IReadOnlyList<string>? names) => names is null ? null : new JsonArray(names.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray());
+        // lora_alpha is an int in PEFT's LoraConfig; keep whole numbers integral so the file reads like PEFT's own.
+        JsonNode alpha = LoraAlpha == Math.Floor(LoraAlpha) && Math.Abs(LoraAlpha) < int.MaxValue ? JsonValue.Create((int)LoraAlpha) : JsonValue.Create(LoraAlpha);
+        var fields = new SortedDictionary<string, JsonNode?>(StringComparer.Ordinal)
+        {
+            ["alpha_pattern"] = new JsonObject(),
+            ["auto_mapping"] = null,
+            ["base_model_name_or_path"] = BaseModelNameOrPath,
+            ["bias"] = Bias,
+            ["fan_in_fan_out"] = FanInFanOut,
+            ["inference_mode"] = true,
+            ["init_lora_weights"] = true,
+            ["layers_pattern"] = null,
+            ["layers_to_transform"] = null,
+            ["lora_alpha"] = alpha,
+            ["lora_dropout"] = LoraDropout,
+            ["modules_to_save"] = List(ModulesToSave),
+            ["peft_type"] = "LORA",
+            ["r"] = R,
+            ["rank_pattern"] = new JsonObject(),
+            ["revision"] = null,
+            ["target_modules"] = List(TargetModules),
+            ["task_type"] = TaskType,
+            ["use_dora"] = false,
+            ["use_rslora"] = false,
+        };
+        var root = new JsonObject();
+        foreach (var (key, value) in fields) root[key] = value;
+        Directory.CreateDirectory(directory);
+        AtomicFile.WriteAllText(Path.Combine(directory, PeftAdapterFormat.ConfigFileName), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// Reads DIR/adapter_config.json. Options that change the arithmetic and that SparseTune does not implement
+    /// (DoRA, rsLoRA, per-module rank/alpha patterns, trained biases) are refused, naming each.
+    /// </summary>
+    public static PeftLoraConfig Load(string directory)
+    {
+        string file = Path.Combine(directory, PeftAdapterFormat.ConfigFileName);
+        if (!File.Exists(file)) throw new FileNotFoundException($"no {PeftAdapterFormat.ConfigFileName} in {directory}", file);
+        JsonNode root;
+        try { root = JsonNode.Parse(File.ReadAllText(file)) ?? throw new InvalidDataException($"{file} is empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{file}: invalid JSON: {e.Message}"); }
+
+        var problems = new List<string>();
+        string? peftType = Str("peft_type");
+        if (peftType != "LORA") problems.Add($"peft_type is '{peftType ?? "(missing)"}', expected 'LORA'");
+        int r = root["r"] is JsonValue rv && rv.TryGetValue(out int ri) ? ri : 0;
+        if (r < 1) problems.Add("r is missing or not a positive integer");
+        double alpha = Num("lora_alpha") ?? 8;          // PEFT's LoraConfig defaults
+        double dropout = Num("lora_dropout") ?? 0;
+        string bias = Str("bias") ?? "none";
+        if (bias != "none") problems.Add($"bias '{bias}' (trained biases) is not supported; only 'none'");
+        if (Bool("use_dora")) problems.Add("use_dora (DoRA) is not supported");
+        if (Bool("use_rslora")) problems.Add("use_rslora (rank-stabilised scaling) is not supported");
+        if (root["rank_pattern"] is JsonObject { Count: > 0 }) problems.Add("rank_pattern (per-module ranks) is not supported");
+        if (root["alpha_pattern"] is JsonObject { Count: > 0 }) problems.Add("alpha_pattern (per-module alphas) is not supported");
+        if (problems.Count > 0) throw new NotSupportedException($"{file}: {string.Join("; ", problems)}");
+
+        return new PeftLoraConfig
+        {
+            R = r,
+            LoraAlpha = alpha,
+            LoraDropout = dropout,
+            // PEFT allows a single string (a regex, or "all-linear"); the weights file says which modules it hit.
+            TargetModules = root["target_modules"] switch
+            {
+                JsonArray a => a.Select(n => n!.GetValue<string>()).ToList(),
+                JsonValue v when v.TryGetValue(out string? s) => [s],
+                _ => [],
+            },
+            ModulesToSave = root["modules_to_save"] is JsonArray m ? m.Select(n => n!.GetValue<string>()).ToList() : null,
+            TaskType = Str("task_type"),
+            BaseModelNameOrPath = Str("base_model_name_or_path"),
+            FanInFanOut = Bool("fan_in_fan_out"),
+            Bias = bias,
+        };
+
+        string? Str(string key) => root[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+        double? Num(string key) => root[key] is JsonValue v && v.TryGetValue(out double d) ? d : null;
+        bool Bool(string key) => root[key] is JsonValue v && v.TryGetValue(out bool b) && b;
+    }
+}

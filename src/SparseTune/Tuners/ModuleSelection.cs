@@ -1,0 +1,38 @@
+using SparseTune.Models;
+using SparseTune.Nn;
+
+namespace SparseTune.Tuners;
+
+/// <summary>
+/// Which linear layers a method targets, by PEFT's rule: a module is targeted when its name equals a target or
+/// ends with "." + target. Shared by every tuner so "--target-modules" means the same everywhere.
+/// </summary>
+public static class ModuleSelection
+{
+    public static bool Matches(string moduleName, IEnumerable<string> targets) =>
+        targets.Any(t => moduleName == t || moduleName.EndsWith("." + t, StringComparison.Ordinal));
+
+    public static bool IsUnder(string name, IEnumerable<string> prefixes) =>
+        prefixes.Any(p => name == p || name.StartsWith(p + ".", StringComparison.Ordinal));
+
+    /// <summary>Every linear layer inside the transformer blocks: all linears except the task head's.</summary>
+    public static List<(string Name, TunableLinear Layer)> BlockLinears(TransformerModel model) =>
+        model.NamedLinears().Where(l => !IsUnder(l.Name, model.HeadModuleNames)).ToList();
+
+    /// <summary>
+    /// The targeted linears: <paramref name="targets"/> null means every block linear. A target that matches
+    /// nothing is an error listing what could be targeted.
+    /// </summary>
+    public static List<(string Name, TunableLinear Layer)> Select(TransformerModel model, IReadOnlyList<string>? targets)
+    {
+        var candidates = BlockLinears(model);
+        if (targets is null) return candidates;
+        var unmatched = targets.Where(t => !candidates.Any(c => Matches(c.Name, [t]))).ToList();
+        if (unmatched.Count > 0)
+        {
+            var available = candidates.Select(c => c.Name[(c.Name.LastIndexOf('.') + 1)..]).Distinct();
+            throw new ArgumentException($"target module(s) {string.Join(", ", unmatched)} match no linear layer of this {model.Config.ModelType} model; available: {string.Join(", ", available)}");
+        }
+        return candidates.Where(c => Matches(c.Name, targets)).ToList();
+    }
+}

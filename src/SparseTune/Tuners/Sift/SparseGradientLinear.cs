@@ -1,0 +1,53 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace SparseTune.Tuners.Sift;
+
+/// <summary>
+/// y = x Wᵀ + b whose backward hands W's gradient only to SIFT's value vector, gathered at the selected
+/// indices. TorchSharp has no tensor backward hooks, so instead of letting autograd accumulate a dense
+/// ∂L/∂W into W.grad (as the original code's hook then discards), this function computes the dense
+/// weight gradient of one layer transiently inside its own backward, gathers k entries, and frees it: no
+/// dense weight gradient is ever stored in .grad or outlives the layer's backward.
+///
+/// Inputs (in order): x, W (frozen), b (frozen, may be null), values (k, trains), indices (k, int64), adapter.
+/// The forward ignores values: they are zero whenever a forward runs, since they are merged into W and reset
+/// right after each optimizer step.
+/// </summary>
+public sealed class SparseGradientLinear : SingleTensorFunction<SparseGradientLinear>
+{
+    public override string Name => nameof(SparseGradientLinear);
+
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var weight = (Tensor)vars[1];
+        var bias = vars[2] as Tensor;
+        ctx.save_for_backward([x, weight]);
+        ctx.save_data("adapter", vars[5]);
+        ctx.save_data("x_requires_grad", x.requires_grad);
+        return nn.functional.linear(x, weight, bias);
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
+    {
+        var adapter = (SiftAdapter)ctx.get_data("adapter");
+        bool inputNeedsGrad = (bool)ctx.get_data("x_requires_grad");
+        using var scope = NewDisposeScope();
+        var saved = ctx.get_saved_variables();
+        Tensor x = saved[0], weight = saved[1];
+        long outFeatures = weight.shape[0], inFeatures = weight.shape[1];
+        Tensor gradOut2d = gradOutput.reshape(-1, outFeatures);                 // (N, out)
+        Tensor x2d = x.reshape(-1, inFeatures);                                 // (N, in)
+
+        Tensor? gradInput = inputNeedsGrad ? gradOut2d.mm(weight).view(x.shape) : null;   // (…, in)
+        Tensor denseWeightGrad = gradOut2d.t().mm(x2d);                         // (out, in), this layer only
+        Tensor? gradValues = adapter.ConsumeDenseGradient(denseWeightGrad);     // (k) or null while selecting
+        denseWeightGrad.Dispose();
+
+        gradInput?.MoveToOuterDisposeScope();
+        gradValues?.MoveToOuterDisposeScope();
+        return [gradInput!, null!, null!, gradValues!, null!, null!];
+    }
+}
