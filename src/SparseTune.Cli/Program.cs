@@ -6,6 +6,7 @@ using SparseTune.Cli.Commands;
 var root = new RootCommand("SparseTune: sparsity-aware, parameter-efficient fine-tuning of Hugging Face transformers.");
 root.Options.Add(CliSupport.Verbose);
 root.Subcommands.Add(FinetuneCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ForwardCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(MergeCommand.Create());

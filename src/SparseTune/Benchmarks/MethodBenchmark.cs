@@ -3,6 +3,7 @@ using SparseTune.Models;
 using SparseTune.Training;
 using SparseTune.Tuners;
 using SparseTune.Tuners.Lora;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Benchmarks;

@@ -183,6 +183,21 @@ public static class PretrainedModel
         }
     }
 
+    /// <summary>Tokenizer files a Hugging Face folder may hold, copied along with a saved model.</summary>
+    public static readonly IReadOnlyList<string> TokenizerFiles =
+        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "added_tokens.json"];
+
+    /// <summary>Copies whichever tokenizer files exist from one model folder to another.</summary>
+    public static void CopyTokenizerFiles(string fromDirectory, string toDirectory)
+    {
+        Directory.CreateDirectory(toDirectory);
+        foreach (string name in TokenizerFiles)
+        {
+            string source = Path.Combine(fromDirectory, name);
+            if (File.Exists(source)) File.Copy(source, Path.Combine(toDirectory, name), overwrite: true);
+        }
+    }
+
     /// <summary>Writes config.json and model.safetensors (Hugging Face names) into <paramref name="directory"/>.</summary>
     public static void Save(TransformerModel model, string directory, long maxShardBytes = long.MaxValue)
     {

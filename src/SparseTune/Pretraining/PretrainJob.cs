@@ -3,6 +3,7 @@ using SparseTune.Models;
 using SparseTune.Tokenization;
 using SparseTune.Training;
 using SparseTune.Tuners;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Pretraining;

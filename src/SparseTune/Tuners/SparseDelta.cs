@@ -56,7 +56,7 @@ public static class SparseDelta
             using var values = file.Load(weightName + ".values").to_type(weight.dtype);
             if (indices.numel() > 0 && (indices.min().item<long>() < 0 || indices.max().item<long>() >= weight.numel()))
                 throw new InvalidDataException($"{path}: {weightName} has indices outside [0, {weight.numel()})");
-            weight.view(-1).index_add_(0, indices, values);
+            weight.view(-1).index_add_(0, indices, values, 1.0);
         }
         foreach (string name in names.Where(n => n.StartsWith("dense.", StringComparison.Ordinal)))
         {

@@ -98,7 +98,7 @@ public sealed class SiftAdapter : ILinearAdapter
     public void MergeValues(TunableLinear layer)
     {
         using var _ = no_grad();
-        layer.weight.view(-1).index_add_(0, Indices, Values);
+        layer.weight.view(-1).index_add_(0, Indices, Values, 1.0);
         Values.zero_();
     }
 

@@ -1,0 +1,166 @@
+using System.CommandLine;
+using Spectre.Console;
+using SparseTune.Data;
+using SparseTune.Training;
+using SparseTune.Tuners;
+using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Sift;
+
+namespace SparseTune.Cli.Commands;
+
+/// <summary>
+/// sparsetune finetune: the main job. With no arguments it fine-tunes the bundled demo model on the bundled
+/// fortune-cookie categories. Every option binds onto the library's option records and all are validated
+/// before any work starts.
+/// </summary>
+public static class FinetuneCommand
+{
+    /// <summary>Learning rates that suit each method when --lr is not given (sparse/low-rank updates take larger steps).</summary>
+    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 1e-4, ["lora"] = 2e-3, ["sift"] = 2e-3 };
+
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Hugging Face model folder (default: the bundled demo model)." };
+        var train = new Option<string?>("--train") { Description = "Training data: CSV/TSV/JSONL (classification), .txt (causal LM), Alpaca JSONL (default: bundled demo data)." };
+        var eval = new Option<string?>("--eval") { Description = "Evaluation data in the same format." };
+        var data = new Option<DataKind>("--data") { Description = "How to read the data.", DefaultValueFactory = _ => DataKind.Auto };
+        var method = new Option<string>("--method") { Description = $"Fine-tuning method: {string.Join(", ", TunerRegistry.Methods)}.", DefaultValueFactory = _ => "lora" };
+        var output = new Option<string?>("--output") { Description = "Output folder (default: a new folder under runs/)." };
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3, Description = "Passes over the training data." };
+        var maxSteps = new Option<int?>("--max-steps") { Description = "Optimizer steps (overrides --epochs)." };
+        var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per micro-batch." };
+        var gradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1, Description = "Micro-batches per optimizer step." };
+        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 1e-4, lora 2e-3, sift 2e-3)." };
+        var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
+        var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
+        var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };
+        var warmupSteps = new Option<int?>("--warmup-steps") { Description = "Warm-up steps (overrides --warmup-ratio)." };
+        var maxGradNorm = new Option<double>("--max-grad-norm") { DefaultValueFactory = _ => 1.0, Description = "Gradient clipping norm (0: off)." };
+        var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
+        var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
+        var resume = new Option<string?>("--resume") { Description = "Continue from OUTPUT/checkpoint of an interrupted run (same options)." };
+        var noBaseline = new Option<bool>("--no-baseline") { Description = "Skip evaluating the untuned model first." };
+        var maxLength = new Option<int>("--max-length") { DefaultValueFactory = _ => 128, Description = "Tokens per example (block size for plain text)." };
+        var textColumn = new Option<string?>("--text-column") { Description = "Text column (default: text, sentence or sentence1)." };
+        var pairColumn = new Option<string?>("--text-pair-column") { Description = "Second text column for pairs (default: sentence2 if present)." };
+        var labelColumn = new Option<string>("--label-column") { DefaultValueFactory = _ => "label", Description = "Label column." };
+        var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping." };
+        var groupByLength = new Option<bool>("--group-by-length") { Description = "Batch similar lengths together (less padding)." };
+        // LoRA
+        var loraRank = new Option<int>("--lora-rank") { DefaultValueFactory = _ => 8, Description = "LoRA rank r." };
+        var loraAlpha = new Option<double>("--lora-alpha") { DefaultValueFactory = _ => 16, Description = "LoRA alpha (scaling alpha/r)." };
+        var loraDropout = new Option<double>("--lora-dropout") { DefaultValueFactory = _ => 0.05, Description = "Dropout on the LoRA input." };
+        var targets = new Option<string?>("--target-modules") { Description = "Comma-separated layer names a method adapts (LoRA default per family; 'all-linear'; SIFT default all block linears)." };
+        var modulesToSave = new Option<string?>("--modules-to-save") { Description = "Comma-separated modules trained in full besides the adapter (default: the task head)." };
+        // SIFT
+        var sparseRate = new Option<double>("--sparse-rate") { DefaultValueFactory = _ => 0.01, Description = "SIFT: fraction of each targeted matrix that trains." };
+        var selection = new Option<SiftSelection>("--selection") { DefaultValueFactory = _ => SiftSelection.Gradient, Description = "SIFT: how components are chosen." };
+        var selectionBatches = new Option<int>("--selection-batches") { DefaultValueFactory = _ => 1, Description = "SIFT: batches whose gradients choose the components." };
+        var exceptions = new Option<string?>("--exception-modules") { Description = "SIFT: modules trained densely (default: the task head)." };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute transformer blocks in backward to save activation memory." };
+
+        var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
+        {
+            model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
+            maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength,
+            loraRank, loraAlpha, loraDropout, targets, modulesToSave, sparseRate, selection, selectionBatches, exceptions, checkpointing,
+        };
+        command.SetAction(parse => CliSupport.Run(parse, () =>
+        {
+            string chosenMethod = parse.GetValue(method)!;
+            bool demo = parse.GetValue(model) is null && parse.GetValue(train) is null;
+            string modelDir = parse.GetValue(model) ?? Demo.ModelDirectory();
+            string trainFile = parse.GetValue(train) ?? (demo ? Demo.TrainFile() : throw new UsageException("--train is required with --model"));
+            string? evalFile = parse.GetValue(eval) ?? (demo ? Demo.EvalFile() : null);
+            // Default output: a resumed run continues in the folder holding its checkpoint; a new run gets runs/METHOD-TIME.
+            string outputDir = parse.GetValue(output)
+                ?? (parse.GetValue(resume) is { } resumeDir ? Path.GetDirectoryName(Path.GetFullPath(Path.TrimEndingDirectorySeparator(resumeDir)))! : null)
+                ?? Path.Combine("runs", $"{chosenMethod}-{DateTime.Now:yyyyMMdd-HHmmss}");
+            IReadOnlyList<string>? List(Option<string?> o) => parse.GetValue(o)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+            var options = new FineTuneOptions
+            {
+                ModelDirectory = modelDir,
+                TrainFile = trainFile,
+                EvalFile = evalFile,
+                Data = parse.GetValue(data),
+                Method = chosenMethod,
+                MaxLength = parse.GetValue(maxLength),
+                SkipBadRows = parse.GetValue(skipBad),
+                GroupByLength = parse.GetValue(groupByLength),
+                Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)! },
+                Training = new TrainingOptions
+                {
+                    Epochs = parse.GetValue(epochs),
+                    MaxSteps = parse.GetValue(maxSteps),
+                    BatchSize = parse.GetValue(batchSize),
+                    GradientAccumulation = parse.GetValue(gradAccum),
+                    LearningRate = parse.GetValue(lr) ?? DefaultLearningRates.GetValueOrDefault(chosenMethod, 1e-4),
+                    WeightDecay = parse.GetValue(weightDecay),
+                    Schedule = parse.GetValue(schedule),
+                    WarmupRatio = parse.GetValue(warmupRatio),
+                    WarmupSteps = parse.GetValue(warmupSteps),
+                    MaxGradNorm = parse.GetValue(maxGradNorm),
+                    EvalEvery = parse.GetValue(evalEvery),
+                    SaveEvery = parse.GetValue(saveEvery),
+                    Seed = parse.GetValue(seed),
+                    ResumeFrom = parse.GetValue(resume),
+                    EvaluateBaseline = !parse.GetValue(noBaseline),
+                    OutputDirectory = outputDir,
+                },
+                MethodOptions = new MethodOptions
+                {
+                    Lora = new LoraOptions { Rank = parse.GetValue(loraRank), Alpha = parse.GetValue(loraAlpha), Dropout = parse.GetValue(loraDropout), TargetModules = List(targets), ModulesToSave = List(modulesToSave) },
+                    Sift = new SiftOptions { SparseRate = parse.GetValue(sparseRate), Selection = parse.GetValue(selection), SelectionBatches = parse.GetValue(selectionBatches), TargetModules = List(targets), ExceptionModules = List(exceptions), GradientCheckpointing = parse.GetValue(checkpointing) },
+                },
+            };
+            var problems = options.Problems();
+            if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
+
+            var console = CliSupport.Out;
+            console.MarkupLine($"[bold]sparsetune finetune[/] --method {chosenMethod}: {Markup.Escape(modelDir)} on {Markup.Escape(trainFile)}");
+            var view = new TrainingProgressView();
+            FineTuneOutcome outcome = view.Run($"{chosenMethod}", () => FineTuneJob.Run(options, view, message => console.MarkupLine(Markup.Escape(message))));
+            PrintOutcome(console, outcome);
+            return 0;
+        }));
+        return command;
+    }
+
+    static void PrintOutcome(IAnsiConsole console, FineTuneOutcome outcome)
+    {
+        var report = outcome.Report;
+        var table = new Table().AddColumns("metric", "untuned baseline", "fine-tuned");
+        foreach (var (name, value) in report.Eval)
+        {
+            string baseline = report.BaselineEval is { } b && b.TryGetValue(name, out var v) ? $"{v:0.0000}" : "-";
+            table.AddRow(name, baseline, $"{value:0.0000}");
+        }
+        console.Write(table);
+        console.MarkupLine($"train loss {report.TrainLossFirst:0.0000} → {report.TrainLossLast:0.0000}; {report.Steps} steps, {report.Tokens:N0} tokens in {report.WallSeconds:0.0} s ({report.TokensPerSecond:0} tokens/s)");
+        foreach (var (what, path) in outcome.Outputs)
+            console.MarkupLine($"{what}: {Markup.Escape(path)}");
+    }
+}
+
+/// <summary>Locates the bundled demo (model and data) from the working folder or the program's folder upwards.</summary>
+public static class Demo
+{
+    public static string ModelDirectory() => Find(Path.Combine("demo", "model"));
+    public static string TrainFile() => Find(Path.Combine("demo", "data", "fortunes-train.jsonl"));
+    public static string EvalFile() => Find(Path.Combine("demo", "data", "fortunes-eval.jsonl"));
+
+    static string Find(string relative)
+    {
+        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, relative);
+                if (File.Exists(candidate) || Directory.Exists(candidate)) return candidate;
+            }
+        }
+        throw new UsageException($"the bundled demo ({relative}) was not found; run from the SparseTune checkout or pass --model and --train");
+    }
+}

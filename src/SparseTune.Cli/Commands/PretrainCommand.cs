@@ -1,0 +1,56 @@
+using System.CommandLine;
+using Spectre.Console;
+using SparseTune.Pretraining;
+
+namespace SparseTune.Cli.Commands;
+
+/// <summary>sparsetune pretrain: trains a small BERT from scratch (masked LM) on plain text; how the demo model was made.</summary>
+public static class PretrainCommand
+{
+    public static Command Create()
+    {
+        var corpus = new Option<string[]>("--corpus") { Description = "Plain-text files; paragraphs separated by blank lines.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--output") { Description = "Folder for the model (config.json, model.safetensors, vocab.txt).", Required = true };
+        var vocab = new Option<int>("--vocab-size") { DefaultValueFactory = _ => 6000 };
+        var hidden = new Option<int>("--hidden-size") { DefaultValueFactory = _ => 128 };
+        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 4 };
+        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 4 };
+        var intermediate = new Option<int>("--intermediate-size") { DefaultValueFactory = _ => 512 };
+        var maxLength = new Option<int>("--max-length") { DefaultValueFactory = _ => 128 };
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
+        var maxSteps = new Option<int?>("--max-steps");
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 1e-3 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1234 };
+        var command = new Command("pretrain", "Pretrain a small BERT (masked LM) from scratch on plain text; builds its WordPiece vocabulary too.")
+        { corpus, output, vocab, hidden, layers, heads, intermediate, maxLength, epochs, maxSteps, batch, lr, seed };
+        command.SetAction(parse => CliSupport.Run(parse, () =>
+        {
+            var files = parse.GetValue(corpus)!;
+            foreach (var f in files) CliSupport.ExistingFile(f, "--corpus");
+            var options = new PretrainOptions
+            {
+                CorpusFiles = files,
+                OutputDirectory = parse.GetValue(output)!,
+                VocabSize = parse.GetValue(vocab),
+                HiddenSize = parse.GetValue(hidden),
+                Layers = parse.GetValue(layers),
+                Heads = parse.GetValue(heads),
+                IntermediateSize = parse.GetValue(intermediate),
+                MaxLength = parse.GetValue(maxLength),
+                Epochs = parse.GetValue(epochs),
+                MaxSteps = parse.GetValue(maxSteps),
+                BatchSize = parse.GetValue(batch),
+                LearningRate = parse.GetValue(lr),
+                Seed = parse.GetValue(seed),
+            };
+            var view = new TrainingProgressView();
+            string commandLine = "sparsetune " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));
+            var result = view.Run("pretrain", () => PretrainJob.Run(options, view, commandLine));
+            AnsiConsole.MarkupLine($"pretrained {result.Steps} steps in {result.WallSeconds:0} s; masked-LM loss {result.TrainLossFirst:0.00} → {result.TrainLossLast:0.00}; held-out: {Markup.Escape(string.Join(", ", result.Eval.Select(kv => $"{kv.Key} {kv.Value:0.000}")))}");
+            AnsiConsole.MarkupLine($"model written to {Markup.Escape(options.OutputDirectory)}");
+            return 0;
+        }));
+        return command;
+    }
+}

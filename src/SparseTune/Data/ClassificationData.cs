@@ -1,0 +1,163 @@
+using System.Globalization;
+
+namespace SparseTune.Data;
+
+/// <summary>Options of <see cref="ClassificationData.Load"/>.</summary>
+public sealed record ClassificationDataOptions
+{
+    /// <summary>Column of the (first) text; default: the first of "text", "sentence", "sentence1" the file has.</summary>
+    public string? TextColumn { get; init; }
+
+    /// <summary>Column of the second text of a pair; default: "sentence2" when the file has it. "" means no pair.</summary>
+    public string? TextPairColumn { get; init; }
+
+    public string LabelColumn { get; init; } = "label";
+
+    /// <summary>Most tokens of an example, special tokens included. Longer texts lose tokens from their end (of the
+    /// longer text first, for pairs); the special tokens around them stay.</summary>
+    public int MaxLength { get; init; } = 128;
+
+    /// <summary>
+    /// Fixed class names (pass the training set's <see cref="ClassificationDataset.Labels"/> when loading eval data):
+    /// a label not among them is a bad row. Null: collected from this file — when every label is an integer, the
+    /// labels are the ids themselves and the names are "0".."max"; otherwise the names in order of first appearance.
+    /// </summary>
+    public IReadOnlyList<string>? Labels { get; init; }
+
+    /// <summary>Float targets (STS-B). Off: a label that is a non-integer number is an unknown label.</summary>
+    public bool Regression { get; init; }
+
+    /// <summary>Skip bad rows (counted in <see cref="ClassificationDataset.SkippedRows"/>) instead of throwing.</summary>
+    public bool SkipBadRows { get; init; }
+
+    public TableFormat Format { get; init; } = TableFormat.Auto;
+}
+
+/// <summary>
+/// Sequence-classification and regression data from CSV (header row, RFC 4180 quoting), TSV (header row, no
+/// quoting) or JSONL (one object a line) files.
+/// </summary>
+public static class ClassificationData
+{
+    static readonly string[] DefaultTextColumns = ["text", "sentence", "sentence1"];
+    const string DefaultPairColumn = "sentence2";
+
+    /// <exception cref="DataFormatException">A bad row (missing field, empty text, unknown label, invalid JSON,
+    /// undecodable UTF-8 …) without SkipBadRows, or a bad header / missing column (always).</exception>
+    public static ClassificationDataset Load(string path, ITextEncoder encoder, ClassificationDataOptions? options = null)
+    {
+        options ??= new ClassificationDataOptions();
+        if (options.MaxLength < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxLength must be at least 1");
+        if (options.Regression && options.Labels is not null) throw new ArgumentException("Labels cannot be set for regression data");
+        var table = TableFile.Read(path, options.Format);
+        var (textColumn, pairColumn) = ResolveColumns(table, options);
+        var bad = new BadRows(path, options.SkipBadRows);
+        Dictionary<string, int>? fixedIds = null;
+        if (options.Labels is { } fixedLabels)
+        {
+            fixedIds = [];
+            for (int i = 0; i < fixedLabels.Count; i++) fixedIds.TryAdd(fixedLabels[i], i);
+        }
+
+        var rows = new List<(int Line, int[] Ids, int[]? Types, string Label, float Value)>();
+        foreach (var record in table.Records)
+        {
+            if (record.Error is not null) { bad.Report(record.Line, record.Error); continue; }
+            var fields = record.Fields!;
+            string? problem = null;
+            string? text = Field(fields, textColumn, isText: true, ref problem);
+            string? pair = pairColumn is null ? null : Field(fields, pairColumn, isText: true, ref problem);
+            string? label = Field(fields, options.LabelColumn, isText: false, ref problem);
+            float value = 0;
+            if (problem is null)
+            {
+                if (options.Regression)
+                {
+                    if (!double.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out double target) || !double.IsFinite(target))
+                        problem = $"label '{label}' is not a number";
+                    else value = (float)target;
+                }
+                else if (fixedIds is not null)
+                {
+                    if (fixedIds.TryGetValue(label!, out int id)) value = id;
+                    else problem = $"unknown label '{label}' (labels: {string.Join(", ", options.Labels!)})";
+                }
+                else if (!IsInteger(label!, out _) && double.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+                    problem = $"unknown label '{label}': a non-integer number (set Regression for float targets)";
+            }
+            if (problem is not null) { bad.Report(record.Line, problem); continue; }
+
+            int[] ids; int[]? types = null;
+            if (pair is null) ids = Truncation.EncodeSingle(encoder, text!, options.MaxLength);
+            else (ids, types) = Truncation.EncodePair(encoder, text!, pair, options.MaxLength);
+            rows.Add((record.Line, ids, types, label!, value));
+        }
+
+        IReadOnlyList<string> labels = options.Labels ?? [];
+        if (!options.Regression && fixedIds is null)
+        {
+            var collected = CollectLabels(rows.Select(r => (r.Line, r.Label)).ToList(), bad);
+            labels = collected.Names;
+            for (int i = 0; i < rows.Count; i++)
+                rows[i] = rows[i] with { Value = collected.Ids.TryGetValue(rows[i].Label, out int id) ? id : -1 };
+            rows.RemoveAll(r => r.Value < 0);
+        }
+
+        var examples = rows.Select(r => new Example(r.Ids, r.Types, r.Value) { SourceLine = r.Line }).ToList();
+        return new ClassificationDataset(examples, labels, options.Regression, bad.Count, bad.Reasons);
+    }
+
+    /// <summary>The text and pair columns: the options' or the defaults; a named column the file lacks throws.</summary>
+    static (string Text, string? Pair) ResolveColumns(TableFile table, ClassificationDataOptions options)
+    {
+        var columns = table.Columns;
+        string listed = columns.Count == 0 ? "none" : string.Join(", ", columns);
+        string text = options.TextColumn ?? DefaultTextColumns.FirstOrDefault(columns.Contains)
+            ?? throw new DataFormatException(table.Path, 1, $"no text column: none of {string.Join(", ", DefaultTextColumns)} (columns: {listed}); set TextColumn");
+        string? pair = options.TextPairColumn switch
+        {
+            null => columns.Contains(DefaultPairColumn) && text != DefaultPairColumn ? DefaultPairColumn : null,
+            "" => null,
+            var named => named,
+        };
+        foreach (string? column in new[] { text, pair, options.LabelColumn })
+            if (column is not null && !columns.Contains(column))
+                throw new DataFormatException(table.Path, 1, $"no column '{column}' (columns: {listed})");
+        return (text, pair);
+    }
+
+    static string? Field(IReadOnlyDictionary<string, string?> fields, string column, bool isText, ref string? problem)
+    {
+        if (problem is not null) return null;
+        if (!fields.TryGetValue(column, out string? value) || value is null) { problem = $"missing field '{column}'"; return null; }
+        if (string.IsNullOrWhiteSpace(value)) { problem = isText ? $"empty text in '{column}'" : $"empty label in '{column}'"; return null; }
+        return isText ? value : value.Trim();
+    }
+
+    static bool IsInteger(string label, out long value) =>
+        long.TryParse(label, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out value);
+
+    /// <summary>Label names and ids from the rows' labels: integer labels are their own ids (names "0".."max"; a
+    /// negative one is a bad row), anything else numbers the names in order of first appearance.</summary>
+    static (IReadOnlyList<string> Names, Dictionary<string, int> Ids) CollectLabels(List<(int Line, string Label)> rows, BadRows bad)
+    {
+        var ids = new Dictionary<string, int>();
+        if (rows.Count > 0 && rows.All(r => IsInteger(r.Label, out _)))
+        {
+            long max = -1;
+            foreach (var (line, label) in rows)
+            {
+                IsInteger(label, out long value);
+                if (value < 0) { bad.Report(line, $"label {label} is negative; integer labels are class ids from 0"); continue; }
+                if (value > 100_000) { bad.Report(line, $"label {label} is too large for a class id"); continue; }
+                ids[label] = (int)value;
+                max = Math.Max(max, value);
+            }
+            return (Enumerable.Range(0, (int)max + 1).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToList(), ids);
+        }
+        var names = new List<string>();
+        foreach (var (_, label) in rows)
+            if (ids.TryAdd(label, names.Count)) names.Add(label);
+        return (names, ids);
+    }
+}

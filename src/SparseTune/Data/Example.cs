@@ -1,0 +1,25 @@
+namespace SparseTune.Data;
+
+/// <summary>
+/// One training example. <see cref="Label"/> is the class id or regression target (unused for language modelling);
+/// <see cref="LabelIds"/> are the causal-LM labels, index for index with <see cref="InputIds"/> (the model shifts),
+/// -100 where the loss must not count (Alpaca prompt tokens).
+/// </summary>
+public sealed record Example(int[] InputIds, int[]? TokenTypeIds = null, float Label = 0, int[]? LabelIds = null)
+{
+    /// <summary>Physical line (from 1) of the row or document the example came from; 0 when not from a file.</summary>
+    public int SourceLine { get; init; }
+}
+
+/// <summary>A loaded classification or regression file.</summary>
+/// <param name="Labels">Class names; <c>Examples[i].Label</c> indexes it. Empty for regression.</param>
+/// <param name="SkippedReasons">The first few skipped rows' messages (FILE:LINE: what is wrong).</param>
+public sealed record ClassificationDataset(IReadOnlyList<Example> Examples, IReadOnlyList<string> Labels, bool Regression,
+    int SkippedRows, IReadOnlyList<string> SkippedReasons)
+{
+    public Training.TaskKind Task => Regression ? Training.TaskKind.Regression : Training.TaskKind.Classification;
+}
+
+/// <summary>A loaded causal-LM file: packed blocks (<see cref="LanguageModelData.FromText"/>) or masked prompts (Alpaca).</summary>
+/// <param name="Tokens">Tokens the file encoded to, before packing dropped a remainder or truncation cut responses.</param>
+public sealed record LanguageModelDataset(IReadOnlyList<Example> Examples, long Tokens, int SkippedRows, IReadOnlyList<string> SkippedReasons);

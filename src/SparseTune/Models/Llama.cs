@@ -1,0 +1,273 @@
+using SparseTune.Nn;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace SparseTune.Models;
+
+// The LLaMA family (Touvron et al. 2023) — llama, mistral, qwen2 — module for module as Hugging Face's
+// LlamaForCausalLM / LlamaForSequenceClassification (Mistral and Qwen2 share the tree), so state_dict() keys are
+// the checkpoint keys:
+//
+//   model.embed_tokens                                    token embedding (no position embedding: rotary)
+//   model.layers.{i}.input_layernorm → self_attn → (+)    pre-norm residual blocks with RMSNorm
+//   model.layers.{i}.post_attention_layernorm → mlp → (+)
+//   model.norm                                            final RMSNorm (last_hidden_state is taken after it)
+//   lm_head (absent when tie_word_embeddings)  |  score (classification, no bias)
+//
+// Differences between the three types are config flags, not branches: q/k/v bias (qwen2 always, llama and
+// mistral with attention_bias), o_proj bias (attention_bias, never qwen2), MLP bias (mlp_bias), head_dim.
+// Mistral's sliding window is not applied (it only matters beyond its window length, 4096 by default).
+
+/// <summary>
+/// Grouped-query self-attention (Ainslie et al. 2023) with rotary position embedding: nh query heads share
+/// n_kv key/value heads, each k/v head serving nh / n_kv query heads.
+/// </summary>
+public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>
+{
+    [ComponentName(Name = "q_proj")] public readonly TunableLinear QProj;   // C → nh·hs
+    [ComponentName(Name = "k_proj")] public readonly TunableLinear KProj;   // C → n_kv·hs
+    [ComponentName(Name = "v_proj")] public readonly TunableLinear VProj;   // C → n_kv·hs
+    [ComponentName(Name = "o_proj")] public readonly TunableLinear OProj;   // nh·hs → C
+
+    /// <summary>
+    /// Query and key/value heads currently present. Head pruning lowers them with the projections' rows and
+    /// o_proj's columns, so forward reads them from here, never from the config.
+    /// </summary>
+    public int NumHeads;
+    public int NumKeyValueHeads;
+    public readonly int HeadDim;
+
+    public LlamaAttention(LlamaConfig config) : base(nameof(LlamaAttention))
+    {
+        NumHeads = config.Heads;
+        NumKeyValueHeads = config.NumKeyValueHeads;
+        HeadDim = config.AttentionHeadDim;
+        QProj = new TunableLinear(config.Hidden, NumHeads * HeadDim, hasBias: config.QkvBias);
+        KProj = new TunableLinear(config.Hidden, NumKeyValueHeads * HeadDim, hasBias: config.QkvBias);
+        VProj = new TunableLinear(config.Hidden, NumKeyValueHeads * HeadDim, hasBias: config.QkvBias);
+        OProj = new TunableLinear(NumHeads * HeadDim, config.Hidden, hasBias: config.OutputBias);
+        RegisterComponents();
+    }
+
+    /// <param name="x">(B, T, C)</param>
+    /// <param name="rotary">cos and sin (T, hs) from <see cref="RotaryEmbedding.CosSin"/>.</param>
+    /// <param name="mask">boolean (B, 1, T, T) from <see cref="AttentionMasks.CausalWithPadding"/>; null: plain causal.</param>
+    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask)
+    {
+        long B = x.shape[0], T = x.shape[1];
+        Tensor q = QProj.call(x).view(B, T, NumHeads, HeadDim).transpose(1, 2);           // (B, nh, T, hs)
+        Tensor k = KProj.call(x).view(B, T, NumKeyValueHeads, HeadDim).transpose(1, 2);   // (B, n_kv, T, hs)
+        Tensor v = VProj.call(x).view(B, T, NumKeyValueHeads, HeadDim).transpose(1, 2);   // (B, n_kv, T, hs)
+        q = RotaryEmbedding.Apply(q, rotary.Cos, rotary.Sin);
+        k = RotaryEmbedding.Apply(k, rotary.Cos, rotary.Sin);
+        k = RepeatKeyValue(k);                                                             // (B, nh, T, hs)
+        v = RepeatKeyValue(v);                                                             // (B, nh, T, hs)
+        Tensor y = F.scaled_dot_product_attention(q, k, v, mask, is_casual: mask is null); // (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, NumHeads * HeadDim);                           // (B, T, nh·hs)
+        return OProj.call(y);
+    }
+
+    /// <summary>(B, n_kv, T, hs) → (B, nh, T, hs), each k/v head repeated for its group of query heads (HF repeat_kv).</summary>
+    Tensor RepeatKeyValue(Tensor kv)
+    {
+        int groups = NumHeads / NumKeyValueHeads;
+        if (groups == 1) return kv;
+        long B = kv.shape[0], T = kv.shape[2];
+        return kv.unsqueeze(2).expand(B, NumKeyValueHeads, groups, T, HeadDim)           // (B, n_kv, g, T, hs)
+                 .reshape(B, NumHeads, T, HeadDim);                                        // (B, nh, T, hs)
+    }
+}
+
+/// <summary>SwiGLU feed-forward (Shazeer 2020): down_proj(act(gate_proj(x)) · up_proj(x)), act = silu.</summary>
+public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "gate_proj")] public readonly TunableLinear GateProj;   // C → I
+    [ComponentName(Name = "up_proj")] public readonly TunableLinear UpProj;       // C → I
+    [ComponentName(Name = "down_proj")] public readonly TunableLinear DownProj;   // I → C
+    readonly string activation;
+
+    public LlamaMlp(LlamaConfig config) : base(nameof(LlamaMlp))
+    {
+        GateProj = new TunableLinear(config.Hidden, config.Intermediate, hasBias: config.MlpBias);
+        UpProj = new TunableLinear(config.Hidden, config.Intermediate, hasBias: config.MlpBias);
+        DownProj = new TunableLinear(config.Intermediate, config.Hidden, hasBias: config.MlpBias);
+        activation = config.HiddenAct;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) =>
+        DownProj.call(Activations.Apply(activation, GateProj.call(x)) * UpProj.call(x));
+}
+
+/// <summary>
+/// One pre-norm decoder layer:
+/// <code>
+///   x ──┬── input_layernorm ── self_attn ──(+)──┬── post_attention_layernorm ── mlp ──(+)──▶
+///       └────────────────────────────────────┘  └─────────────────────────────────────┘
+/// </code>
+/// </summary>
+public sealed class LlamaDecoderLayer : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>
+{
+    [ComponentName(Name = "self_attn")] public readonly LlamaAttention SelfAttn;
+    [ComponentName(Name = "mlp")] public readonly LlamaMlp Mlp;
+    [ComponentName(Name = "input_layernorm")] public readonly RmsNorm InputNorm;
+    [ComponentName(Name = "post_attention_layernorm")] public readonly RmsNorm PostAttentionNorm;
+
+    public LlamaDecoderLayer(LlamaConfig config) : base(nameof(LlamaDecoderLayer))
+    {
+        SelfAttn = new LlamaAttention(config);
+        Mlp = new LlamaMlp(config);
+        InputNorm = new RmsNorm(config.Hidden, config.RmsNormEps);
+        PostAttentionNorm = new RmsNorm(config.Hidden, config.RmsNormEps);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask)
+    {
+        x = x + SelfAttn.call(InputNorm.call(x), rotary, mask);
+        return x + Mlp.call(PostAttentionNorm.call(x));
+    }
+}
+
+/// <summary>
+/// The body, Hugging Face's LlamaModel (the "model." prefix). A container: <see cref="LlamaTransformer.Forward"/>
+/// runs it, so that layers can go through activation checkpointing.
+/// </summary>
+public sealed class LlamaModel : nn.Module
+{
+    [ComponentName(Name = "embed_tokens")] public readonly Embedding TokenEmbedding;   // (vocab, C)
+    [ComponentName(Name = "layers")] public readonly ModuleList<LlamaDecoderLayer> Layers;
+    [ComponentName(Name = "norm")] public readonly RmsNorm FinalNorm;
+
+    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    {
+        TokenEmbedding = nn.Embedding(config.VocabSize, config.Hidden);
+        Layers = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(_ => new LlamaDecoderLayer(config)).ToArray());
+        FinalNorm = new RmsNorm(config.Hidden, config.RmsNormEps);
+        RegisterComponents();
+    }
+}
+
+/// <summary>A LLaMA-family decoder with a causal-LM head (lm_head, or tied to embed_tokens) or a classification head (score).</summary>
+public sealed class LlamaTransformer : TransformerModel
+{
+    [ComponentName(Name = "model")] public readonly LlamaModel Model;
+    /// <summary>(vocab, C), no bias; null when tied to embed_tokens or for classification.</summary>
+    [ComponentName(Name = "lm_head")] public readonly TunableLinear? LmHead;
+    /// <summary>(num_labels, C), no bias; null for the causal LM.</summary>
+    [ComponentName(Name = "score")] public readonly TunableLinear? Score;
+
+    readonly LlamaConfig config;
+    readonly RotaryEmbedding rotary;   // cos/sin cache; not a module, so not in state_dict
+
+    public LlamaTransformer(LlamaConfig config, ModelHead head) : base(nameof(LlamaTransformer), config, head)
+    {
+        if (head == ModelHead.MaskedLM) throw new ModelConfigException($"{config.ModelType} has no masked-LM head");
+        if (head == ModelHead.SequenceClassification && config.NumLabels == 0)
+            throw new ModelConfigException($"a {config.ModelType} classification head needs id2label in the config");
+        this.config = config;
+        Model = new LlamaModel(config);
+        if (head == ModelHead.CausalLM && !config.TieWordEmbeddings)
+            LmHead = new TunableLinear(config.Hidden, config.VocabSize, hasBias: false);
+        if (head == ModelHead.SequenceClassification)
+            Score = new TunableLinear(config.Hidden, config.NumLabels, hasBias: false);
+        rotary = new RotaryEmbedding(config.AttentionHeadDim, config.RopeTheta, config.MaxPositionEmbeddings);
+        RegisterComponents();
+        InitWeights();
+    }
+
+    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
+    {
+        using var scope = NewDisposeScope();
+        long T = inputIds.shape[1];
+        Tensor x = Model.TokenEmbedding.call(inputIds);                         // (B, T, C)
+        Tensor? mask = AttentionMasks.CausalWithPadding(attentionMask);         // (B, 1, T, T) or null
+        // Positions 0..T-1 even under left padding, as Hugging Face's forward does without explicit position_ids.
+        Device device = x.device;
+        ScalarType dtype = x.dtype;
+        var cosSin = rotary.CosSin(T, device, dtype);                            // 2 × (T, hs)
+        // With activation checkpointing a layer runs again during backward, after this scope has freed the mask
+        // and the cos/sin views; it then rebuilds them from the caller's attention mask (alive until backward)
+        // and the rotary cache.
+        Tensor? Mask() => mask is { IsInvalid: true } ? mask = AttentionMasks.CausalWithPadding(attentionMask) : mask;
+        (Tensor, Tensor) CosSin() => cosSin.Cos.IsInvalid ? cosSin = rotary.CosSin(T, device, dtype) : cosSin;
+        foreach (LlamaDecoderLayer layer in Model.Layers)
+            x = RunBlock(h => layer.call(h, CosSin(), Mask()), x);
+        x = Model.FinalNorm.call(x);                                             // (B, T, C)
+
+        Tensor logits = Head switch
+        {
+            ModelHead.CausalLM when LmHead is not null => LmHead.call(x),                        // (B, T, vocab)
+            ModelHead.CausalLM => F.linear(x, Model.TokenEmbedding.weight!),                    // tied: x · embed_tokensᵀ
+            _ => Score!.call(AttentionMasks.PoolLastToken(x, attentionMask)),                   // (B, num_labels)
+        };
+        return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>score for classification; an untied lm_head for the causal LM (nothing when tied).</summary>
+    public override IReadOnlyList<string> HeadModuleNames =>
+        Score is not null ? ["score"] : LmHead is not null ? ["lm_head"] : [];
+
+    /// <summary>
+    /// Names are the same on both sides. Files of tied models may still carry lm_head.weight, older ones a
+    /// per-layer rotary inv_freq; LlamaModel files omit "model.".
+    /// </summary>
+    public override HfWeightTable WeightTable
+    {
+        get
+        {
+            var entries = new List<WeightMapping>();
+            void Same(string name) => entries.Add(new WeightMapping(name, name));
+            void Linear(string name, bool bias) { Same(name + ".weight"); if (bias) Same(name + ".bias"); }
+
+            Same("model.embed_tokens.weight");
+            for (int i = 0; i < config.Layers; i++)
+            {
+                string p = $"model.layers.{i}.";
+                Linear(p + "self_attn.q_proj", config.QkvBias);
+                Linear(p + "self_attn.k_proj", config.QkvBias);
+                Linear(p + "self_attn.v_proj", config.QkvBias);
+                Linear(p + "self_attn.o_proj", config.OutputBias);
+                Linear(p + "mlp.gate_proj", config.MlpBias);
+                Linear(p + "mlp.up_proj", config.MlpBias);
+                Linear(p + "mlp.down_proj", config.MlpBias);
+                Same(p + "input_layernorm.weight");
+                Same(p + "post_attention_layernorm.weight");
+            }
+            Same("model.norm.weight");
+            if (LmHead is not null) Same("lm_head.weight");
+            if (Score is not null) Same("score.weight");
+
+            var ignored = new List<string> { @"^(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq$" };
+            if (Head == ModelHead.CausalLM && LmHead is null) ignored.Add(@"^lm_head\.weight$");   // tied copy
+            return new HfWeightTable
+            {
+                Entries = entries,
+                IgnoredKeyPatterns = ignored,
+                AlternativePrefixes = [("model.", "")],
+            };
+        }
+    }
+
+    /// <summary>Hugging Face's init: N(0, 0.02) for linear and embedding weights, zero biases, RMSNorm weights 1.</summary>
+    void InitWeights()
+    {
+        const double std = 0.02;
+        using var noGrad = no_grad();
+        foreach (var (_, linear) in NamedLinears())
+        {
+            nn.init.normal_(linear.weight, 0, std);
+            if (linear.bias is not null) nn.init.zeros_(linear.bias);
+        }
+        nn.init.normal_(Model.TokenEmbedding.weight!, 0, std);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,234 @@
+using System.Text.Json;
+using SparseTune.Data;
+using SparseTune.Metrics;
+using SparseTune.Models;
+using SparseTune.Tokenization;
+using SparseTune.Tuners;
+using SparseTune.Tuners.Lora;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SparseTune.Training;
+
+/// <summary>How the training file is read.</summary>
+public enum DataKind
+{
+    /// <summary>Decide from the file: .txt → plain text LM; JSONL with "instruction" → Alpaca; else classification.</summary>
+    Auto,
+    Classification,
+    Regression,
+    /// <summary>Plain text packed into blocks.</summary>
+    Text,
+    /// <summary>Alpaca instruction JSONL; loss only on the response.</summary>
+    Alpaca,
+}
+
+/// <summary>Everything `sparsetune finetune` needs, validated together before any work starts.</summary>
+public sealed record FineTuneOptions
+{
+    public required string ModelDirectory { get; init; }
+    public required string TrainFile { get; init; }
+    public string? EvalFile { get; init; }
+    public DataKind Data { get; init; } = DataKind.Auto;
+    public string Method { get; init; } = "lora";
+    public MethodOptions MethodOptions { get; init; } = new();
+    public TrainingOptions Training { get; init; } = new();
+    public ClassificationDataOptions Columns { get; init; } = new();
+    /// <summary>Token budget per example (classification, Alpaca) or block size (plain text).</summary>
+    public int MaxLength { get; init; } = 128;
+    public bool SkipBadRows { get; init; }
+    public bool GroupByLength { get; init; }
+
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>(Training.Problems());
+        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
+        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (!File.Exists(TrainFile)) problems.Add($"--train: file not found: {TrainFile}");
+        if (EvalFile is not null && !File.Exists(EvalFile)) problems.Add($"--eval: file not found: {EvalFile}");
+        if (!TunerRegistry.Methods.Contains(Method)) problems.Add($"--method: unknown '{Method}' (available: {string.Join(", ", TunerRegistry.Methods)})");
+        if (MaxLength < 4) problems.Add("--max-length must be at least 4");
+        problems.AddRange(MethodOptions.Lora.Problems().Select(p => "lora: " + p));
+        problems.AddRange(MethodOptions.Sift.Problems().Select(p => "sift: " + p));
+        return problems;
+    }
+}
+
+/// <summary>What a fine-tuning run produced and where.</summary>
+public sealed record FineTuneOutcome(RunReport Report, string OutputDirectory, IReadOnlyDictionary<string, string> Outputs, string TrainableSummary, int SkippedRows);
+
+/// <summary>
+/// The main job: load model, tokenizer and data; attach the method; train with the one <see cref="Trainer"/>;
+/// save the method's artifacts, the model where the method changes it, report.json and the loss plot.
+/// </summary>
+public static class FineTuneJob
+{
+    public static FineTuneOutcome Run(FineTuneOptions options, IProgress<TrainingProgress>? progress = null, Action<string>? log = null)
+    {
+        var problems = options.Problems();
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
+        string output = options.Training.OutputDirectory;
+        Directory.CreateDirectory(output);
+
+        var tokenizer = TextTokenizer.FromFolder(options.ModelDirectory);
+        var encoder = new TokenizerEncoder(tokenizer);
+        DataKind kind = ResolveKind(options);
+        var (trainExamples, evalExamples, labels, task, skipped) = LoadData(options, kind, encoder);
+        log?.Invoke($"data: {trainExamples.Count} training and {evalExamples?.Count ?? 0} eval examples ({task}{(labels.Count > 0 ? ", labels " + string.Join(", ", labels) : "")}){(skipped > 0 ? $", {skipped} bad rows skipped" : "")}");
+
+        ModelHead head = task is TaskKind.Classification or TaskKind.Regression ? ModelHead.SequenceClassification : ModelHead.CausalLM;
+        IReadOnlyList<string>? headLabels = task switch
+        {
+            TaskKind.Classification => labels,
+            TaskKind.Regression => ["score"],
+            _ => null,
+        };
+        var fileConfig = ModelConfig.Load(options.ModelDirectory);
+        bool sameLabels = headLabels is not null && fileConfig.Id2Label is { } existing
+            && existing.Count == headLabels.Count && headLabels.Select((l, i) => existing.GetValueOrDefault(i.ToString()) == l).All(x => x);
+        using TransformerModel model = PretrainedModel.Load(options.ModelDirectory, head, sameLabels ? null : headLabels, out var loadReport);
+        if (loadReport.NewlyInitialised.Count > 0) log?.Invoke($"new {head} head initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
+
+        var batcherOptions = new BatcherOptions { BatchSize = options.Training.BatchSize, Seed = options.Training.Seed, GroupByLength = options.GroupByLength };
+        var train = new Batcher(trainExamples, task, encoder.PadId, batcherOptions);
+        var eval = evalExamples is null ? null : new Batcher(evalExamples, task, encoder.PadId, batcherOptions with { Shuffle = false, GroupByLength = false });
+
+        using Tuner tuner = TunerRegistry.Create(options.Method, options.MethodOptions);
+        if (tuner is LoraTuner lora) lora.BaseModelNameOrPath = Path.GetFullPath(options.ModelDirectory);
+        var trainer = new Trainer(model, tuner, task, options.Training)
+        {
+            Progress = progress,
+            Evaluate = eval is null ? null : m => Evaluate(m, eval, task),
+        };
+        TrainingResult result = trainer.Run(train);
+        string summary = TrainableSummary(result);
+        log?.Invoke(summary);
+
+        // Outputs: the method's own files, and a full model folder when the method changed the model's weights.
+        var outputs = new Dictionary<string, string>();
+        tuner.SaveArtifacts(model, output);
+        if (tuner is LoraTuner) outputs["adapter"] = output;
+        if (File.Exists(Path.Combine(output, SparseDelta.FileName))) outputs["sparse_delta"] = Path.Combine(output, SparseDelta.FileName);
+        if (tuner.ModifiesBaseWeights)
+        {
+            string modelDir = Path.Combine(output, "model");
+            PretrainedModel.Save(model, modelDir);
+            PretrainedModel.CopyTokenizerFiles(options.ModelDirectory, modelDir);
+            outputs["model"] = modelDir;
+        }
+        string metricName = MetricSet.NamesOf(task)[0];
+        string plot = Path.Combine(output, "training-curve.svg");
+        LossPlot.WriteSvg(plot, result.LossCurve,
+            result.EvalCurve.Where(e => e.Metrics.ContainsKey(metricName)).Select(e => (e.Step, e.Metrics[metricName])).ToList(),
+            metricName, $"{options.Method} on {Path.GetFileName(Path.GetFullPath(options.ModelDirectory))}");
+        outputs["plot"] = plot;
+        outputs["metrics_log"] = Path.Combine(output, "metrics.jsonl");
+        string reportPath = Path.Combine(output, "report.json");
+        outputs["report"] = reportPath;
+
+        var report = new RunReport
+        {
+            Method = options.Method,
+            Options = new { method = tuner.Options, training = options.Training, data = kind.ToString(), max_length = options.MaxLength, train_file = options.TrainFile, eval_file = options.EvalFile },
+            Model = options.ModelDirectory,
+            Task = task.ToString(),
+            TrainableParameters = result.TrainableParameters,
+            TotalParameters = result.TotalParameters,
+            Steps = result.Steps,
+            Tokens = result.Tokens,
+            WallSeconds = result.WallSeconds,
+            TokensPerSecond = result.WallSeconds > 0 ? result.Tokens / result.WallSeconds : 0,
+            PeakMemoryBytes = ProcessMemory.PeakResidentBytes(),
+            GradOptimizerBytes = result.GradOptimizerBytes,
+            TrainLossFirst = result.TrainLossFirst,
+            TrainLossLast = result.TrainLossLast,
+            Eval = result.Eval,
+            BaselineEval = result.BaselineEval,
+            WeightSparsity = WeightSparsity(model),
+            Outputs = outputs,
+        };
+        report.Save(reportPath);
+        return new FineTuneOutcome(report, output, outputs, summary, skipped);
+    }
+
+    static DataKind ResolveKind(FineTuneOptions options)
+    {
+        if (options.Data != DataKind.Auto) return options.Data;
+        if (options.Columns.Regression) return DataKind.Regression;
+        string extension = Path.GetExtension(options.TrainFile).ToLowerInvariant();
+        if (extension is ".txt" or ".text") return DataKind.Text;
+        if (extension is ".jsonl" or ".json")
+        {
+            string? first = File.ReadLines(options.TrainFile).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l));
+            if (first is not null)
+            {
+                try
+                {
+                    using var doc = JsonDocument.Parse(first);
+                    if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("instruction", out _)) return DataKind.Alpaca;
+                }
+                catch (JsonException) { }
+            }
+        }
+        return DataKind.Classification;
+    }
+
+    static (IReadOnlyList<Example> Train, IReadOnlyList<Example>? Eval, IReadOnlyList<string> Labels, TaskKind Task, int Skipped)
+        LoadData(FineTuneOptions options, DataKind kind, ITextEncoder encoder)
+    {
+        switch (kind)
+        {
+            case DataKind.Text:
+            case DataKind.Alpaca:
+            {
+                LanguageModelDataset Load(string path) => kind == DataKind.Text
+                    ? LanguageModelData.FromText(path, encoder, options.MaxLength, options.SkipBadRows)
+                    : LanguageModelData.FromAlpacaJsonl(path, encoder, options.MaxLength, options.SkipBadRows);
+                var train = Load(options.TrainFile);
+                var eval = options.EvalFile is null ? null : Load(options.EvalFile);
+                if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no training examples (is the text shorter than one block of {options.MaxLength} tokens?)");
+                return (train.Examples, eval?.Examples, [], TaskKind.CausalLM, train.SkippedRows + (eval?.SkippedRows ?? 0));
+            }
+            default:
+            {
+                var columns = options.Columns with { MaxLength = options.MaxLength, SkipBadRows = options.SkipBadRows, Regression = kind == DataKind.Regression };
+                var train = ClassificationData.Load(options.TrainFile, encoder, columns);
+                if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no training examples");
+                var eval = options.EvalFile is null ? null : ClassificationData.Load(options.EvalFile, encoder, columns with { Labels = train.Regression ? null : train.Labels });
+                return (train.Examples, eval?.Examples, train.Labels, train.Task, train.SkippedRows + (eval?.SkippedRows ?? 0));
+            }
+        }
+    }
+
+    /// <summary>The task's metrics over every eval batch (model already in eval mode, no grad).</summary>
+    public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, Batcher eval, TaskKind task)
+    {
+        var metrics = MetricSet.For(task);
+        foreach (int[] indices in eval.EpochBatches(0))
+        {
+            using var scope = NewDisposeScope();
+            using var batch = eval.Build(indices);
+            using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
+            metrics.AddBatch(output.Logits, batch.Labels);
+        }
+        return metrics.Compute();
+    }
+
+    /// <summary>Fraction of exact zeros in the block linears' effective weights (W plus any adapter's delta).</summary>
+    public static double WeightSparsity(TransformerModel model)
+    {
+        long zeros = 0, total = 0;
+        using var _ = no_grad();
+        foreach (var (_, layer) in ModuleSelection.BlockLinears(model))
+        {
+            using var scope = NewDisposeScope();
+            Tensor effective = layer.Adapter is null ? layer.weight : layer.weight + layer.Adapter.DeltaWeight(layer);
+            zeros += effective.eq(0).sum().item<long>();
+            total += effective.numel();
+        }
+        return total == 0 ? 0 : (double)zeros / total;
+    }
+
+    static string TrainableSummary(TrainingResult result) =>
+        $"trainable params: {result.TrainableParameters:N0} || all params: {result.TotalParameters:N0} || trainable%: {100.0 * result.TrainableParameters / Math.Max(1, result.TotalParameters):0.0000}";
+}
