@@ -97,6 +97,7 @@ internal static class SafeTensorsFormat
     /// <summary>Reads and validates the length prefix, returning N (the header byte count).</summary>
     public static long ReadHeaderLength(string path, ReadOnlySpan<byte> prefix, long fileLength)
     {
+        RequireLittleEndian();
         if (fileLength < 8)
             throw Error(path, null, $"truncated: the file is {fileLength} bytes, shorter than the 8-byte header length");
         ulong n = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
@@ -230,6 +231,13 @@ internal static class SafeTensorsFormat
         }
     }
 
+    /// <summary>Tensor bytes are copied as they lie in memory; the format stores them little-endian.</summary>
+    static void RequireLittleEndian()
+    {
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("safetensors I/O needs a little-endian machine");
+    }
+
     static string Kind(JsonValueKind kind) => kind switch
     {
         JsonValueKind.Object => "object",
@@ -258,6 +266,7 @@ internal static class SafeTensorsFormat
     /// <summary>Assigns consecutive byte ranges (in the given order, no gaps) to the tensors.</summary>
     public static List<SafeTensorInfo> Layout(IReadOnlyList<KeyValuePair<string, Tensor>> tensors)
     {
+        RequireLittleEndian();
         var infos = new List<SafeTensorInfo>(tensors.Count);
         var names = new HashSet<string>(StringComparer.Ordinal);
         long offset = 0;

@@ -202,7 +202,7 @@ public sealed class Gpt2Transformer : TransformerModel
 
             Same("transformer.wte.weight");
             Same("transformer.wpe.weight");
-            for (int i = 0; i < config.NLayer; i++)
+            for (int i = 0; i < Transformer.Blocks.Count; i++)
             {
                 string p = $"transformer.h.{i}.";
                 Same(p + "ln_1.weight"); Same(p + "ln_1.bias");

@@ -224,7 +224,7 @@ public sealed class LlamaTransformer : TransformerModel
             void Linear(string name, bool bias) { Same(name + ".weight"); if (bias) Same(name + ".bias"); }
 
             Same("model.embed_tokens.weight");
-            for (int i = 0; i < config.Layers; i++)
+            for (int i = 0; i < Model.Layers.Count; i++)
             {
                 string p = $"model.layers.{i}.";
                 Linear(p + "self_attn.q_proj", config.QkvBias);

@@ -112,7 +112,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 Tensor total = loss;
                 if (tuner.ExtraLoss(context) is { } extra) total = total + extra;
                 (total / options.GradientAccumulation).backward();
-                stepLoss += loss.item<float>() / options.GradientAccumulation;
+                stepLoss += total.item<float>() / options.GradientAccumulation;
                 tokensThisRun += batch.TokenCount;
                 state.Tokens += batch.TokenCount;
             }

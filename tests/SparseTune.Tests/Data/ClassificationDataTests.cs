@@ -106,7 +106,7 @@ public class ClassificationDataTests
         Assert.Equal([1f, 0f, 2f], data.Examples.Select(e => e.Label));
         var first = data.Examples[0];
         Assert.Equal([CharEncoder.Cls, .. CharEncoder.Chars("the cat"), CharEncoder.Sep, .. CharEncoder.Chars("a dog"), CharEncoder.Sep], first.InputIds);
-        Assert.Equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], first.TokenTypeIds);
+        Assert.Equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], first.TokenTypeIds!);
         // No quoting in TSV: quotes are text.
         Assert.Equal([CharEncoder.Cls, 'x', CharEncoder.Sep, '"', 'y', '"', CharEncoder.Sep], data.Examples[1].InputIds);
     }

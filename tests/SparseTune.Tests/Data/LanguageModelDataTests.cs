@@ -35,7 +35,7 @@ public class LanguageModelDataTests
         var noEos = LanguageModelData.FromText(DataFile("corpus.txt"), new CharEncoder(CharTemplate.Gpt, hasEos: false), 5);
         Assert.Equal(12, noEos.Tokens);
         Assert.Equal(2, noEos.Examples.Count);
-        Assert.Equal(['f', 'g', 'h', 'i', 'j'], noEos.Examples[1].InputIds);
+        Assert.Equal(['\n', 'e', 'f', 'g', 'h'], noEos.Examples[1].InputIds);
     }
 
     [Fact]
@@ -86,7 +86,7 @@ public class LanguageModelDataTests
         int[] prompt = CharEncoder.Chars(LanguageModelData.Prompt("Say hi", ""));
         var first = data.Examples[0];
         Assert.Equal([.. prompt, 'h', 'i', CharEncoder.Eos], first.InputIds);
-        Assert.Equal([.. Enumerable.Repeat(-100, prompt.Length), 'h', 'i', CharEncoder.Eos], first.LabelIds);
+        Assert.Equal([.. Enumerable.Repeat(-100, prompt.Length), 'h', 'i', CharEncoder.Eos], first.LabelIds!);
 
         int[] withInput = CharEncoder.Chars(LanguageModelData.Prompt("Add", "1 2"));
         Assert.Equal([.. withInput, '3', CharEncoder.Eos], data.Examples[1].InputIds);
