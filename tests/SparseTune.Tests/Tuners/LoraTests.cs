@@ -222,18 +222,20 @@ public class LoraTests(ITestOutputHelper output)
         using var tuner = new LoraTuner(new LoraOptions());
         tuner.Attach(model);
 
-        // LoRA: 2 layers × {query, value} × (A: 8×48 + B: 48×8) = 4 × 768.
+        // BertForSequenceClassification's head is pooler + classifier (logits = classifier(tanh(pooler(h[CLS])))).
+        Assert.Equal(["bert.pooler", "classifier"], model.HeadModuleNames);
+        Assert.Equal(["bert.pooler", "classifier"], tuner.SavedModuleNames);
+        // LoRA: 2 layers × {query, value} × (A: 8×48 + B: 48×8) = 4 × 768 = 3072.
         const long lora = 2 * 2 * (8 * 48 + 48 * 8);
-        // Head: BertForSequenceClassification's classifier 48→3 (+ the pooler 48→48 when the model lists it as head).
-        const long classifier = 48 * 3 + 3;
-        const long pooler = 48 * 48 + 48;
-        bool poolerIsHead = model.HeadModuleNames.Contains("bert.pooler");
-        Assert.Contains("classifier", model.HeadModuleNames);
-        long head = classifier + (poolerIsHead ? pooler : 0);
+        const long pooler = 48 * 48 + 48;          // 2352
+        const long classifier = 48 * 3 + 3;        // 147 (3 labels)
+        const long head = pooler + classifier;
         // Base: embeddings (223 + 32 + 2)×48 + LN 96; per layer 4×(48²+48) + LN 96 + (48×96+96) + (96×48+48) + LN 96.
         const long embeddings = (223 + 32 + 2) * 48 + 2 * 48;
         const long perLayer = 4 * (48 * 48 + 48) + 2 * 48 + (48 * 96 + 96) + (96 * 48 + 48) + 2 * 48;
-        const long baseTotal = embeddings + 2 * perLayer + pooler + classifier;
+        const long baseTotal = embeddings + 2 * perLayer + pooler + classifier;   // 52,851
+        Assert.Equal(3072 + 2352 + 147, lora + head);
+        Assert.Equal(52851, baseTotal);
         Assert.Equal(baseTotal, model.ParameterCount());
 
         var trainable = tuner.TrainableParameters().ToList();
@@ -245,13 +247,12 @@ public class LoraTests(ITestOutputHelper output)
         Assert.Contains(("bert.encoder.layer.1.attention.self.value.lora_B.weight"), trainable.Select(t => t.Name));
         Assert.Contains("classifier.weight", trainable.Select(t => t.Name));
         Assert.Contains("classifier.bias", trainable.Select(t => t.Name));
+        Assert.Contains("bert.pooler.dense.weight", trainable.Select(t => t.Name));
 
         string summary = tuner.TrainableParametersSummary();
         output.WriteLine(summary);
-        Assert.Equal(
-            string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"trainable params: {lora + head:N0} || all params: {baseTotal + lora:N0} || trainable%: {100.0 * (lora + head) / (baseTotal + lora):F4}"),
-            summary);
+        // 5571 / 55923 = 9.9619 %
+        Assert.Equal("trainable params: 5,571 || all params: 55,923 || trainable%: 9.9619", summary);
     }
 
     [Theory]
@@ -360,13 +361,15 @@ public class LoraTests(ITestOutputHelper output)
             int loraKeys = shapes.Keys.Count(k => k.Contains(".lora_"));
             Assert.Equal(8, loraKeys);
             var headKeys = shapes.Keys.Where(k => !k.Contains(".lora_")).ToList();
-            Assert.Equal(model.HeadModuleNames.Contains("bert.pooler") ? 4 : 2, headKeys.Count);
+            Assert.Equal([48L, 48L], shapes["base_model.model.bert.pooler.dense.weight"]);
+            Assert.Equal([48L], shapes["base_model.model.bert.pooler.dense.bias"]);
+            Assert.Equal(4, headKeys.Count);
 
             var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
             Assert.Equal("SEQ_CLS", config["task_type"]!.GetValue<string>());
             Assert.False(config["fan_in_fan_out"]!.GetValue<bool>());
             Assert.Equal(["query", "value"], config["target_modules"]!.AsArray().Select(n => n!.GetValue<string>()));
-            Assert.Contains("classifier", config["modules_to_save"]!.AsArray().Select(n => n!.GetValue<string>()));
+            Assert.Equal(["bert.pooler", "classifier"], config["modules_to_save"]!.AsArray().Select(n => n!.GetValue<string>()));
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -402,6 +405,44 @@ public class LoraTests(ITestOutputHelper output)
                 Assert.Equal(16.0, loaded.Options.Alpha);
                 using var actual = Logits(fresh, ids);
                 Assert.True(expected.Equals(actual), $"reloaded adapter differs by {MaxAbsDiff(expected, actual):E3}");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void PeftStyleClassifierOnlyAdapterLoadsWithImplicitModulesToSave()
+    {
+        // PEFT's own SEQ_CLS adapters save only the classifier (modules_to_save defaults to classifier/score).
+        random.manual_seed(13);
+        string dir = Fixtures.TempDirectory("lora-peft-cls");
+        try
+        {
+            using var ids = tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
+            Tensor expected;
+            using (var model = LoadEval("bert-tiny"))
+            {
+                using var tuner = new LoraTuner(new LoraOptions { ModulesToSave = ["classifier"] });
+                tuner.Attach(model);
+                Assert.Equal(["classifier"], tuner.SavedModuleNames);
+                RandomiseB(tuner);
+                using (no_grad()) foreach (var (_, p) in tuner.TrainableParameters().Where(t => t.Name.StartsWith("classifier."))) p.add_(0.3);
+                expected = Logits(model, ids);
+                tuner.SaveAdapter(dir);
+            }
+            string configPath = Path.Combine(dir, "adapter_config.json");
+            var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+            config["modules_to_save"] = null;
+            File.WriteAllText(configPath, config.ToJsonString());
+
+            using (expected)
+            using (var fresh = LoadEval("bert-tiny"))
+            {
+                using var loaded = LoraTuner.LoadAdapter(fresh, dir);
+                Assert.Equal(["classifier"], loaded.SavedModuleNames);
+                Assert.DoesNotContain(loaded.TrainableParameters(), t => t.Name.StartsWith("bert.pooler."));
+                using var actual = Logits(fresh, ids);
+                Assert.True(expected.Equals(actual));
             }
         }
         finally { Directory.Delete(dir, true); }

@@ -6,6 +6,7 @@ using SparseTune.Tuners;
 using SparseTune.Tuners.Sift;
 using Xunit;
 using Xunit.Abstractions;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Tests.Tuners;

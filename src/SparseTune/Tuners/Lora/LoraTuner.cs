@@ -265,13 +265,13 @@ public sealed class LoraTuner : Tuner
         }
         if (loraKeys.Count == 0) problems.Add("the weights file holds no lora_A/lora_B tensors");
 
-        // modules_to_save: PeftModelForSequenceClassification adds "classifier" and "score" on its own.
-        IReadOnlyList<string>? saveNames = config.ModulesToSave;
-        if (saveNames is null && config.TaskType == "SEQ_CLS")
-            saveNames = new[] { "classifier", "score" }.Where(n => model.named_modules().Any(m => ModuleSelection.Matches(m.name, [n]))).ToList();
-        List<string> saved = [];
-        try { saved = ResolveModulesToSave(model, saveNames ?? []); }
-        catch (ArgumentException e) { problems.Add(e.Message); }
+        // modules_to_save: PeftModelForSequenceClassification adds "classifier" and "score" itself, and PEFT skips
+        // names that match no module (a BERT adapter's config lists "score"); the weights file must then hold
+        // every parameter of the modules that do match.
+        IReadOnlyList<string>? recordedSaveNames = config.ModulesToSave ?? (config.TaskType == "SEQ_CLS" ? new[] { "classifier", "score" } : null);
+        var moduleNames = model.named_modules().Select(m => m.name).ToList();
+        List<string> saveNames = (recordedSaveNames ?? []).Where(n => moduleNames.Any(m => ModuleSelection.Matches(m, [n]))).ToList();
+        List<string> saved = ResolveModulesToSave(model, saveNames);
         var table = model.WeightTable.Entries.ToDictionary(e => e.ParameterName);
         var expected = new Dictionary<string, (Parameter Parameter, bool Transposed)>();
         foreach (var (name, p) in ParametersUnder(model, saved))
@@ -298,7 +298,7 @@ public sealed class LoraTuner : Tuner
         var tuner = new LoraTuner(options) { BaseModelNameOrPath = config.BaseModelNameOrPath };
         // Attach in the model's own module order, as Attach does.
         var ordered = model.NamedLinears().Where(l => loraKeys.ContainsKey(l.Name)).ToList();
-        tuner.AttachTo(model, ordered, saved, options.TargetModules!, saveNames);
+        tuner.AttachTo(model, ordered, saved, options.TargetModules!, recordedSaveNames);
         using (no_grad())
         {
             foreach (var m in tuner.modules)
