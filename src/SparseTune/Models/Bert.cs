@@ -61,8 +61,8 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor, Tensor>
 }
 
 /// <summary>
-/// Multi-head self-attention without a mask of its own order (bidirectional): every token attends every real
-/// token. Returns the heads' concatenated context, before the output projection.
+/// Bidirectional multi-head self-attention (no causal mask): every token attends every real token. Returns the
+/// heads' concatenated context, before the output projection.
 /// </summary>
 public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
 {
@@ -389,6 +389,8 @@ public sealed class BertTransformer : TransformerModel
         this.config = config;
         // Hugging Face's defaults: BertConfig pads with 0, RobertaConfig with 1.
         padTokenId = config.PadTokenId ?? (config.IsRoberta ? 1 : 0);
+        if (padTokenId < 0 || padTokenId >= config.VocabSize)
+            throw new ModelConfigException($"pad_token_id {padTokenId} is outside the vocabulary (vocab_size {config.VocabSize})");
 
         // Only BertForSequenceClassification builds the pooler (BertForMaskedLM and all RobertaFor* do not).
         bool pooler = !config.IsRoberta && head == ModelHead.SequenceClassification;
@@ -422,7 +424,7 @@ public sealed class BertTransformer : TransformerModel
     public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
     {
         using var scope = NewDisposeScope();
-        long B = inputIds.shape[0], T = inputIds.shape[1];
+        long T = inputIds.shape[1];
         // RoBERTa's positions start at pad + 1, so it has pad + 1 fewer usable positions (514 → 512).
         long maxLength = config.IsRoberta ? config.MaxPositionEmbeddings - padTokenId - 1 : config.MaxPositionEmbeddings;
         if (T > maxLength)
@@ -533,15 +535,15 @@ public sealed class BertTransformer : TransformerModel
             else if (Head == ModelHead.SequenceClassification) Linear("classifier");
             else if (config.IsRoberta)
             {
+                Same("lm_head.bias");   // a module's own parameters come before its children's in state_dict()
                 Linear("lm_head.dense");
                 Norm("lm_head.layer_norm");
-                Same("lm_head.bias");
             }
             else
             {
+                Same("cls.predictions.bias");
                 Linear("cls.predictions.transform.dense");
                 Norm("cls.predictions.transform.LayerNorm");
-                Same("cls.predictions.bias");
             }
 
             var ignored = new List<string>

@@ -25,6 +25,9 @@ public abstract record ModelConfig
     /// <summary>"regression" for a float target with one output, as Hugging Face names it.</summary>
     [JsonPropertyName("problem_type")] public string? ProblemType { get; init; }
 
+    /// <summary>Keys this record does not model (initializer_range, transformers_version, …), written back unchanged.</summary>
+    [JsonExtensionData] public Dictionary<string, JsonElement>? OtherKeys { get; init; }
+
     [JsonIgnore] public abstract int HiddenSize { get; }
     [JsonIgnore] public abstract int NumLayers { get; }
     [JsonIgnore] public abstract int NumHeads { get; }
@@ -108,11 +111,11 @@ public sealed record Gpt2Config : ModelConfig
     [JsonPropertyName("attn_pdrop")] public double AttnPdrop { get; init; } = 0.1;
     [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; } = true;
 
-    public override int HiddenSize => NEmbd;
-    public override int NumLayers => NLayer;
-    public override int NumHeads => NHead;
-    public override int IntermediateSize => NInner ?? 4 * NEmbd;
-    public override int MaxPositions => NPositions;
+    [JsonIgnore] public override int HiddenSize => NEmbd;
+    [JsonIgnore] public override int NumLayers => NLayer;
+    [JsonIgnore] public override int NumHeads => NHead;
+    [JsonIgnore] public override int IntermediateSize => NInner ?? 4 * NEmbd;
+    [JsonIgnore] public override int MaxPositions => NPositions;
 }
 
 /// <summary>BERT and RoBERTa (same config class in transformers; RoBERTa differs in position ids).</summary>
@@ -131,11 +134,11 @@ public sealed record BertConfig : ModelConfig
     [JsonPropertyName("classifier_dropout")] public double? ClassifierDropout { get; init; }
 
     [JsonIgnore] public bool IsRoberta => ModelType == "roberta";
-    public override int HiddenSize => Hidden;
-    public override int NumLayers => Layers;
-    public override int NumHeads => Heads;
-    public override int IntermediateSize => Intermediate;
-    public override int MaxPositions => MaxPositionEmbeddings;
+    [JsonIgnore] public override int HiddenSize => Hidden;
+    [JsonIgnore] public override int NumLayers => Layers;
+    [JsonIgnore] public override int NumHeads => Heads;
+    [JsonIgnore] public override int IntermediateSize => Intermediate;
+    [JsonIgnore] public override int MaxPositions => MaxPositionEmbeddings;
 }
 
 /// <summary>LLaMA family: llama, mistral, qwen2 (RMSNorm, rotary, grouped-query attention).</summary>
@@ -157,11 +160,11 @@ public sealed record LlamaConfig : ModelConfig
     [JsonPropertyName("attention_bias")] public bool AttentionBias { get; init; }
     [JsonPropertyName("mlp_bias")] public bool MlpBias { get; init; }
 
-    public override int HiddenSize => Hidden;
-    public override int NumLayers => Layers;
-    public override int NumHeads => Heads;
-    public override int IntermediateSize => Intermediate;
-    public override int MaxPositions => MaxPositionEmbeddings;
+    [JsonIgnore] public override int HiddenSize => Hidden;
+    [JsonIgnore] public override int NumLayers => Layers;
+    [JsonIgnore] public override int NumHeads => Heads;
+    [JsonIgnore] public override int IntermediateSize => Intermediate;
+    [JsonIgnore] public override int MaxPositions => MaxPositionEmbeddings;
     [JsonIgnore] public int NumKeyValueHeads => KeyValueHeads ?? Heads;
     [JsonIgnore] public int AttentionHeadDim => HeadDimOverride ?? Hidden / Heads;
     [JsonIgnore] public bool QkvBias => ModelType == "qwen2" || AttentionBias;

@@ -12,7 +12,14 @@ namespace SparseTune.Nn;
 /// </summary>
 public static class ActivationCheckpoint
 {
-    public static Tensor Run(Func<Tensor, Tensor> block, Tensor input) => CheckpointFunction.apply(input, block);
+    public static Tensor Run(Func<Tensor, Tensor> block, Tensor input)
+    {
+        // A custom function joins the graph only when a tensor input requires grad. Below frozen embeddings the
+        // hidden state does not, yet the block's own trainable tensors need their backward: make the input a
+        // grad-requiring leaf (the original SIFT code marks the first parameter trainable for the same reason).
+        if (!input.requires_grad) input = input.detach().requires_grad_(true);
+        return CheckpointFunction.apply(input, block);
+    }
 
     sealed class CheckpointFunction : SingleTensorFunction<CheckpointFunction>
     {

@@ -257,16 +257,16 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             if (seen.Add(name) && !seen.Contains("model." + name)) yield return new(name, p);
     }
 
-    IEnumerable<Func<Tensor>> SelectionBatches(IBatchSource train)
+    IEnumerable<Action> SelectionBatches(IBatchSource train)
     {
-        var batches = train.EpochBatches(0);
-        foreach (var indices in batches)
+        foreach (var indices in train.EpochBatches(0))
         {
             yield return () =>
             {
+                using var scope = NewDisposeScope();
                 using TrainingBatch batch = train.Build(indices);
                 using ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-                return Losses.Compute(task, output, batch.Labels);
+                Losses.Compute(task, output, batch.Labels).backward();
             };
         }
     }

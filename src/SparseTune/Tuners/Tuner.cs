@@ -42,10 +42,11 @@ public abstract class Tuner : IDisposable
     public abstract IEnumerable<(string Name, Parameter Parameter)> TrainableParameters();
 
     /// <summary>
-    /// Runs once before training with a few batches' loss closures, for methods that choose what to train
-    /// from early gradients (SIFT's index selection). Default: nothing.
+    /// Runs once before training (not on resume), for methods that choose what to train from early gradients
+    /// (SIFT's index selection). Each item runs forward, loss and backward on one training batch, in order.
+    /// Default: nothing.
     /// </summary>
-    public virtual void Prepare(TransformerModel model, IEnumerable<Func<Tensor>> lossOfBatch) { }
+    public virtual void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch) { }
 
     public virtual void BeforeStep(TrainingStepContext context) { }
 

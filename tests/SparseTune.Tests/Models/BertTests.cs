@@ -334,6 +334,7 @@ public sealed class BertTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(keys, k => k.Contains("pooler"));
         Assert.Equal([1L, 32L], model.state_dict()["roberta.embeddings.token_type_embeddings.weight"].shape);
         Assert.Equal(["classifier"], model.HeadModuleNames);
+        Assert.Equal(keys, model.WeightTable.Entries.Select(e => e.ParameterName));
     }
 
     [Fact]
@@ -380,6 +381,7 @@ public sealed class BertTests(ITestOutputHelper output) : IDisposable
             keys.Where(k => k.StartsWith("lm_head.", StringComparison.Ordinal)));
         Assert.DoesNotContain(keys, k => k.Contains("decoder") || k.Contains("pooler"));
         Assert.Equal(["lm_head"], model.HeadModuleNames);
+        Assert.Equal(keys, model.WeightTable.Entries.Select(e => e.ParameterName));
         AssertMaskedLmHeadIsTied((BertTransformer)model, RobertaVocab);
     }
 
@@ -420,8 +422,9 @@ public sealed class BertTests(ITestOutputHelper output) : IDisposable
         using var noGrad = no_grad();
         model.eval();
         Tensor embeddings = model.Body.Embeddings.WordEmbeddings.weight!;
-        Assert.Equal(embeddings.data_ptr(), model.DecoderWeight.data_ptr());
-        Assert.Equal(model.state_dict()[model.BodyName + ".embeddings.word_embeddings.weight"].data_ptr(), model.DecoderWeight.data_ptr());
+        static IntPtr Address(Tensor t) => t.storage<float>().data_ptr();
+        Assert.Equal(Address(embeddings), Address(model.DecoderWeight));
+        Assert.Equal(Address(model.state_dict()[model.BodyName + ".embeddings.word_embeddings.weight"]), Address(model.DecoderWeight));
 
         Tensor ids = randint(3, vocab, [2, 6]);
         using ModelOutput result = model.Forward(ids);

@@ -38,7 +38,7 @@ public class TrainerTests(ITestOutputHelper output)
         try
         {
             using var tuner = TunerRegistry.Create(method, new MethodOptions());
-            var result = Train("bert-tiny", tuner, TaskKind.Classification, new TrainingOptions { Epochs = 4, LearningRate = lr, OutputDirectory = dir, EvaluateBaseline = false, WarmupRatio = 0 }, 223);
+            var result = Train("bert-tiny", tuner, TaskKind.Classification, new TrainingOptions { Epochs = 12, LearningRate = lr, OutputDirectory = dir, EvaluateBaseline = false, WarmupRatio = 0 }, 223);
             double firstEpoch = result.LossCurve.Take(6).Average(l => l.Loss), lastEpoch = result.LossCurve.TakeLast(6).Average(l => l.Loss);
             output.WriteLine($"{method}: first-epoch mean loss {firstEpoch:0.0000}, last-epoch {lastEpoch:0.0000}");
             Assert.True(lastEpoch < 0.8 * firstEpoch, $"{method}: loss did not fall enough ({firstEpoch} → {lastEpoch})");
@@ -53,9 +53,9 @@ public class TrainerTests(ITestOutputHelper output)
         try
         {
             using var tuner = new LoraTuner(new LoraOptions { TargetModules = [LoraOptions.AllLinear] });
-            var result = Train("gpt2-tiny", tuner, TaskKind.CausalLM, new TrainingOptions { Epochs = 5, LearningRate = 2e-2, OutputDirectory = dir, EvaluateBaseline = false }, 211);
+            var result = Train("gpt2-tiny", tuner, TaskKind.CausalLM, new TrainingOptions { Epochs = 20, LearningRate = 2e-2, OutputDirectory = dir, EvaluateBaseline = false }, 211);
             output.WriteLine($"lm loss {result.TrainLossFirst:0.0000} → {result.TrainLossLast:0.0000}");
-            Assert.True(result.TrainLossLast < 0.8 * result.TrainLossFirst);
+            Assert.True(result.TrainLossLast < 0.75 * result.TrainLossFirst, $"LM loss did not fall enough: {result.TrainLossFirst} → {result.TrainLossLast}");
         }
         finally { Directory.Delete(dir, true); }
     }

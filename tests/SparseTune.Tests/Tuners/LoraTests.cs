@@ -188,6 +188,30 @@ public class LoraTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AdapterGradientsMatchTheLowRankChainRule()
+    {
+        // y = x Wᵀ + b + s·(x Aᵀ) Bᵀ, L = Σ y ⊙ g  ⇒  ∂L/∂B = s·gᵀ (x Aᵀ),  ∂L/∂A = s·(g B)ᵀ x.
+        random.manual_seed(14);
+        using var layer = new TunableLinear(6, 5);
+        foreach (var p in layer.parameters()) p.requires_grad = false;
+        var adapter = new LoraAdapter(layer, rank: 3, alpha: 6, dropout: 0);
+        layer.Adapter = adapter;
+        using (no_grad()) nn.init.normal_(adapter.LoraB);
+        using var x = randn(4, 6);
+        using var g = randn(4, 5);
+        using (var y = layer.forward(x))
+        using (var loss = (y * g).sum())
+            loss.backward();
+        using var xa = x.matmul(adapter.LoraA.detach().t());
+        using var expectedB = g.t().matmul(xa) * adapter.Scaling;
+        using var gb = g.matmul(adapter.LoraB.detach());
+        using var expectedA = gb.t().matmul(x) * adapter.Scaling;
+        Assert.True(MaxAbsDiff(adapter.LoraB.grad!, expectedB) <= 1e-5);
+        Assert.True(MaxAbsDiff(adapter.LoraA.grad!, expectedA) <= 1e-5);
+        Assert.Null(layer.weight.grad);
+    }
+
+    [Fact]
     public void DropoutActsOnTheAdapterInputInTrainingModeOnly()
     {
         random.manual_seed(4);

@@ -94,9 +94,10 @@ public class SiftTests(ITestOutputHelper output)
             var options = new SiftOptions { SparseRate = 0.01 };
             using var tuner = new SiftTuner(options);
             var data = new SyntheticBatches(TaskKind.Classification, 223, 32, 8);
-            var trainer = new Trainer(model, tuner, TaskKind.Classification, new TrainingOptions { MaxSteps = 6, LearningRate = 1e-2, OutputDirectory = output, EvaluateBaseline = false, WeightDecay = 0 });
+            var trainer = new Trainer(model, tuner, TaskKind.Classification, new TrainingOptions { MaxSteps = 16, LearningRate = 3e-3, OutputDirectory = output, EvaluateBaseline = false, WeightDecay = 0 });
             var result = trainer.Run(data);
-            Assert.True(result.TrainLossLast < result.TrainLossFirst, $"loss did not fall: {result.TrainLossFirst} → {result.TrainLossLast}");
+            double early = result.LossCurve.Take(4).Average(l => l.Loss), late = result.LossCurve.TakeLast(4).Average(l => l.Loss);
+            Assert.True(late < early, $"loss did not fall: {early} → {late}");
 
             var targeted = tuner.Targets.Select(t => t.Name + ".weight").ToHashSet();
             foreach (var (name, after) in model.state_dict())
@@ -132,7 +133,7 @@ public class SiftTests(ITestOutputHelper output)
                 using var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
                 using var tuner = new SiftTuner(new SiftOptions { SparseRate = 0.05, GradientCheckpointing = checkpointing });
                 var data = new SyntheticBatches(TaskKind.CausalLM, 211, 24, 4);
-                var trainer = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { MaxSteps = 5, LearningRate = 5e-3, OutputDirectory = output, EvaluateBaseline = false });
+                var trainer = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { MaxSteps = 10, LearningRate = 3e-2, OutputDirectory = output, EvaluateBaseline = false, WarmupRatio = 0 });
                 return trainer.Run(data).LossCurve.Select(l => l.Loss).ToArray();
             }
             finally { Directory.Delete(output, true); }
@@ -142,7 +143,7 @@ public class SiftTests(ITestOutputHelper output)
         output.WriteLine($"plain {string.Join(", ", plain)}; checkpointed {string.Join(", ", checkpointed)}");
         Assert.Equal(plain.Length, checkpointed.Length);
         for (int i = 0; i < plain.Length; i++) Assert.True(Math.Abs(plain[i] - checkpointed[i]) <= 1e-5, $"step {i + 1}: {plain[i]} vs {checkpointed[i]}");
-        Assert.True(plain[^1] < plain[0]);
+        Assert.True(plain[^3..].Average() < plain[..3].Average(), "the SIFT LM run did not learn");
     }
 
     [Fact]

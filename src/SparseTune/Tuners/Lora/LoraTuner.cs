@@ -53,7 +53,7 @@ public sealed class LoraTuner : Tuner
         if (this.model is not null) throw new InvalidOperationException("LoraTuner is already attached to a model");
         var saved = ResolveModulesToSave(model, options.ModulesToSave);
         var targets = ResolveTargets(model, options, saved, out var recordedTargets);
-        AttachTo(model, targets, saved, recordedTargets, options.ModulesToSave ?? model.HeadModuleNames);
+        AttachTo(model, targets, saved, recordedTargets, options.ModulesToSave ?? saved);
     }
 
     /// <summary>
@@ -89,7 +89,8 @@ public sealed class LoraTuner : Tuner
     /// </summary>
     public static List<string> ResolveModulesToSave(TransformerModel model, IReadOnlyList<string>? names)
     {
-        if (names is null) return model.HeadModuleNames.ToList();
+        // PEFT trains a classification head in full (SEQ_CLS's modules_to_save) but nothing extra for a causal LM.
+        if (names is null) return model.Head == ModelHead.SequenceClassification ? model.HeadModuleNames.ToList() : [];
         var all = model.named_modules().Select(m => m.name).Where(n => n.Length > 0).ToList();
         var unmatched = names.Where(n => !all.Any(m => ModuleSelection.Matches(m, [n]))).ToList();
         if (unmatched.Count > 0)

@@ -44,7 +44,7 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
     }
 
     /// <summary>Chooses the indices: gradient (backward passes over the first batches), random or magnitude.</summary>
-    public override void Prepare(TransformerModel model, IEnumerable<Func<Tensor>> lossOfBatch)
+    public override void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch)
     {
         switch (options.Selection)
         {
@@ -53,10 +53,9 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
                 bool wasTraining = model.training;
                 model.train();
                 int used = 0;
-                foreach (var loss in lossOfBatch.Take(options.SelectionBatches))
+                foreach (var backward in backwardOfBatch.Take(options.SelectionBatches))
                 {
-                    using var scope = NewDisposeScope();
-                    loss().backward();
+                    backward();
                     used++;
                 }
                 if (used == 0) throw new InvalidOperationException("SIFT gradient selection needs at least one training batch");
