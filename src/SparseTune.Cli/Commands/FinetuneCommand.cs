@@ -18,6 +18,8 @@ public static class FinetuneCommand
     /// <summary>Learning rates that suit each method when --lr is not given (sparse/low-rank updates take larger steps).</summary>
     static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 1e-4, ["lora"] = 2e-3, ["sift"] = 2e-3 };
 
+    public static double DefaultLearningRate(string method) => DefaultLearningRates.GetValueOrDefault(method, 1e-4);
+
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder (default: the bundled demo model)." };
@@ -96,7 +98,7 @@ public static class FinetuneCommand
                     MaxSteps = parse.GetValue(maxSteps),
                     BatchSize = parse.GetValue(batchSize),
                     GradientAccumulation = parse.GetValue(gradAccum),
-                    LearningRate = parse.GetValue(lr) ?? DefaultLearningRates.GetValueOrDefault(chosenMethod, 1e-4),
+                    LearningRate = parse.GetValue(lr) ?? DefaultLearningRate(chosenMethod),
                     WeightDecay = parse.GetValue(weightDecay),
                     Schedule = parse.GetValue(schedule),
                     WarmupRatio = parse.GetValue(warmupRatio),
