@@ -98,11 +98,11 @@ public static class FineTuneJob
         var trainer = new Trainer(model, tuner, task, options.Training)
         {
             Progress = progress,
+            Log = log,
             Evaluate = eval is null ? null : m => Evaluate(m, eval, task),
         };
         TrainingResult result = trainer.Run(train);
-        string summary = TrainableSummary(result);
-        log?.Invoke(summary);
+        string summary = Trainer.TrainableSummary(model, tuner);
 
         // Outputs: the method's own files, and a full model folder when the method changed the model's weights.
         var outputs = new Dictionary<string, string>();
@@ -228,7 +228,4 @@ public static class FineTuneJob
         }
         return total == 0 ? 0 : (double)zeros / total;
     }
-
-    static string TrainableSummary(TrainingResult result) =>
-        $"trainable params: {result.TrainableParameters:N0} || all params: {result.TotalParameters:N0} || trainable%: {100.0 * result.TrainableParameters / Math.Max(1, result.TotalParameters):0.0000}";
 }

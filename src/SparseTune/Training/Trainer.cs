@@ -42,6 +42,9 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
     public IProgress<TrainingProgress>? Progress { get; init; }
 
+    /// <summary>Receives one-line notes: the trainable-parameter summary right after the method attaches.</summary>
+    public Action<string>? Log { get; init; }
+
     /// <summary>Computes eval metrics for the current model (the caller supplies data and metric set).</summary>
     public Func<TransformerModel, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
 
@@ -60,6 +63,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         var schedule = new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, totalSteps);
 
         tuner.Attach(model);
+        Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();
         IReadOnlyDictionary<string, double>? baseline = null;
@@ -241,6 +245,16 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             }
             return loaded;
         }
+    }
+
+    /// <summary>PEFT's print_trainable_parameters line: trainable / all (model plus method tensors) / percent.</summary>
+    public static string TrainableSummary(TransformerModel model, Tuner tuner)
+    {
+        var own = model.parameters().Select(p => p.Handle).ToHashSet();
+        var trainable = tuner.TrainableParameters().ToList();
+        long trainableCount = trainable.Sum(t => t.Parameter.numel());
+        long all = model.ParameterCount() + trainable.Where(t => !own.Contains(t.Parameter.Handle)).Sum(t => t.Parameter.numel());
+        return $"trainable params: {trainableCount:N0} || all params: {all:N0} || trainable%: {100.0 * trainableCount / Math.Max(1, all):0.0000}";
     }
 
     /// <summary>
