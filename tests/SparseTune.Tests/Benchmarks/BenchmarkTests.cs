@@ -1,0 +1,54 @@
+using SparseTune.Benchmarks;
+using SparseTune.Models;
+using SparseTune.Tests.Support;
+using Xunit;
+
+namespace SparseTune.Tests.Benchmarks;
+
+public class BenchmarkTests
+{
+    [Fact]
+    public void TrainingFlopsFollowTheDocumentedFormula()
+    {
+        // gpt2-tiny: 2 layers, hidden 48, FFN 192, vocab 211, tied head.
+        using var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
+        long perLayer = 48 * 144 + 48 * 48 + 48 * 192 + 192 * 48;   // c_attn, attn.c_proj, c_fc, mlp.c_proj
+        long matmul = 2 * perLayer + 211 * 48;                      // + tied LM head
+        int batch = 3, length = 10;
+        double expected = (6.0 * matmul + 12.0 * 2 * 48 * length) * batch * length;
+        Assert.Equal(expected, TrainingFlops.PerStep(model, batch, length));
+    }
+
+    [Fact]
+    public void ClassificationHeadIsCountedButNoVocabularyProjection()
+    {
+        using var model = PretrainedModel.Load(Fixtures.Model("bert-tiny"));
+        long perLayer = 3 * 48 * 48 + 48 * 48 + 48 * 96 + 96 * 48;
+        long matmul = 2 * perLayer + 48 * 48 + 48 * 3;              // + pooler and classifier
+        Assert.Equal((6.0 * matmul + 12.0 * 2 * 48 * 8) * 8, TrainingFlops.PerStep(model, 1, 8));
+    }
+
+    [Fact]
+    public void MatchedArmsGiveLoraTheTrainableCountOfSiftAtOnePercent()
+    {
+        // Demo shape: 4 layers, hidden 128, FFN 512 → 786,432 block weights; 1% = 7,865; LoRA q,v: 2·4·r·256 = 2,048·r → r = 4.
+        var arms = AccuracyBenchmark.MatchedArms(786_432, 128, 4, ["full", "lora", "sift"]);
+        Assert.Equal(["full", "lora r=4", "sift 1%"], arms.Select(a => a.Label).ToArray());
+        Assert.Equal(4, arms[1].Options.Lora.Rank);
+        Assert.Equal(0.01, arms[2].Options.Sift.SparseRate);
+    }
+
+    [Fact]
+    public void SampleStandardDeviationUsesNMinusOne()
+    {
+        Assert.Equal(1.0, AccuracyBenchmark.SampleStd([1.0, 2.0, 3.0]), 12);
+        Assert.Equal(0.0, AccuracyBenchmark.SampleStd([5.0]));
+    }
+
+    [Fact]
+    public void GemmPeakIsAPositiveMeasuredThroughput()
+    {
+        double gflops = GemmPeak.MeasureGflops(n: 256, repeats: 3);
+        Assert.InRange(gflops, 0.1, 1e6);
+    }
+}
