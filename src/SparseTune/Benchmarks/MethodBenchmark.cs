@@ -86,7 +86,9 @@ public static class MethodBenchmark
         long paramBytes = model.parameters().Sum(p => p.numel() * p.ElementSize)
             + tuner.TrainableParameters().Where(t => !model.parameters().Any(p => p.Handle == t.Parameter.Handle)).Sum(t => t.Parameter.numel() * t.Parameter.ElementSize);
 
+        // Inference runs on the plain model each method ships: LoRA merged, sparse updates already in W.
         if (tuner is LoraTuner lora) lora.MergeAndDetach();
+        foreach (var (_, layer) in model.NamedLinears()) layer.Adapter = null;
         double inference = InferenceSeconds(model, data, Math.Max(3, steps));
         return new MethodMeasurement
         {
