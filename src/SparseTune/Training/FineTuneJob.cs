@@ -13,7 +13,7 @@ namespace SparseTune.Training;
 /// <summary>How the training file is read.</summary>
 public enum DataKind
 {
-    /// <summary>Decide from the file: .txt → plain text LM; JSONL with "instruction" → Alpaca; else classification.</summary>
+    /// <summary>Decide from the file: .txt → plain text LM; JSONL with "instruction" → Alpaca; with "meaning_representation" → E2E; else classification.</summary>
     Auto,
     Classification,
     Regression,
@@ -21,6 +21,8 @@ public enum DataKind
     Text,
     /// <summary>Alpaca instruction JSONL; loss only on the response.</summary>
     Alpaca,
+    /// <summary>E2E NLG JSONL (meaning_representation, reference); loss only on the reference (<see cref="Generation.E2EData"/>).</summary>
+    E2E,
 }
 
 /// <summary>Everything `sparsetune finetune` needs, validated together before any work starts.</summary>
@@ -50,6 +52,7 @@ public sealed record FineTuneOptions
         if (MaxLength < 4) problems.Add("--max-length must be at least 4");
         problems.AddRange(MethodOptions.Lora.Problems().Select(p => "lora: " + p));
         problems.AddRange(MethodOptions.Sift.Problems().Select(p => "sift: " + p));
+        problems.AddRange(MethodOptions.Pst.Problems().Select(p => "pst: " + p));
         return problems;
     }
 }
@@ -166,6 +169,7 @@ public static class FineTuneJob
                 {
                     using var doc = JsonDocument.Parse(first);
                     if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("instruction", out _)) return DataKind.Alpaca;
+                    if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty(Generation.E2EData.MeaningRepresentationField, out _)) return DataKind.E2E;
                 }
                 catch (JsonException) { }
             }
@@ -180,10 +184,14 @@ public static class FineTuneJob
         {
             case DataKind.Text:
             case DataKind.Alpaca:
+            case DataKind.E2E:
             {
-                LanguageModelDataset Load(string path) => kind == DataKind.Text
-                    ? LanguageModelData.FromText(path, encoder, options.MaxLength, options.SkipBadRows)
-                    : LanguageModelData.FromAlpacaJsonl(path, encoder, options.MaxLength, options.SkipBadRows);
+                LanguageModelDataset Load(string path) => kind switch
+                {
+                    DataKind.Text => LanguageModelData.FromText(path, encoder, options.MaxLength, options.SkipBadRows),
+                    DataKind.E2E => Generation.E2EData.FromJsonl(path, encoder, options.MaxLength, options.SkipBadRows),
+                    _ => LanguageModelData.FromAlpacaJsonl(path, encoder, options.MaxLength, options.SkipBadRows),
+                };
                 var train = Load(options.TrainFile);
                 var eval = options.EvalFile is null ? null : Load(options.EvalFile);
                 if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no training examples (is the text shorter than one block of {options.MaxLength} tokens?)");
