@@ -27,7 +27,12 @@ public static class CliSupport
             bool verbose = parse.GetValue(Verbose);
             Exception shown = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e;
             shown = shown is TypeInitializationException { InnerException: { } inner } ? inner : shown;
-            string message = shown.Message.ReplaceLineEndings(" ");
+            string message = shown.Message;
+            // libtorch errors append "Exception raised from ... (most recent call first):" and a C++ stack trace;
+            // that belongs to --verbose, not to the one-line error.
+            int native = message.IndexOf("Exception raised from ", StringComparison.Ordinal);
+            if (native > 0) message = message[..native];
+            message = message.ReplaceLineEndings(" ").Trim();
             Console.Error.WriteLine($"error: {message}");
             if (verbose) Console.Error.WriteLine(e.ToString());
             return shown is ArgumentException or UsageException ? 2 : 1;
@@ -66,7 +71,8 @@ public static class CliSupport
         _ => n.ToString(),
     };
 
-    public static IAnsiConsole Out { get; } = AnsiConsole.Console;
+    /// <summary>Where commands print tables and progress; <see cref="SparseTuneCli.Run"/> swaps it while capturing output.</summary>
+    public static IAnsiConsole Out { get; internal set; } = AnsiConsole.Console;
 }
 
 /// <summary>Invalid command-line input (exit code 2).</summary>

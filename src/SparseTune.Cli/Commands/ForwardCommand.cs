@@ -36,9 +36,11 @@ public static class ForwardCommand
         if (!tensors.TryGetValue("input_ids", out var inputIds))
             throw new InvalidDataException($"{inputFile}: no input_ids tensor (found: {string.Join(", ", tensors.Keys)})");
         if (inputIds.dim() != 2) throw new InvalidDataException($"{inputFile}: input_ids must be (batch, length), got [{string.Join(", ", inputIds.shape)}]");
-        Tensor ids = inputIds.to_type(ScalarType.Int64);
-        Tensor? mask = tensors.TryGetValue("attention_mask", out var m) ? m.to_type(ScalarType.Int64) : null;
-        Tensor? types = tensors.TryGetValue("token_type_ids", out var t) ? t.to_type(ScalarType.Int64) : null;
+        // Empty ids would reach libtorch's max() and fail with a C++ stack trace; float ids would be truncated silently.
+        if (inputIds.numel() == 0) throw new InvalidDataException($"{inputFile}: input_ids is empty [{string.Join(", ", inputIds.shape)}]");
+        Tensor ids = IntegerTensor(inputFile, "input_ids", inputIds);
+        Tensor? mask = tensors.TryGetValue("attention_mask", out var m) ? IntegerTensor(inputFile, "attention_mask", m) : null;
+        Tensor? types = tensors.TryGetValue("token_type_ids", out var t) ? IntegerTensor(inputFile, "token_type_ids", t) : null;
         foreach (var (name, other) in new[] { ("attention_mask", mask), ("token_type_ids", types) })
             if (other is not null && !other.shape.SequenceEqual(ids.shape))
                 throw new InvalidDataException($"{inputFile}: {name} is [{string.Join(", ", other.shape)}] but input_ids is [{string.Join(", ", ids.shape)}]");
@@ -48,6 +50,13 @@ public static class ForwardCommand
         long vocab = net.Config.VocabSize;
         long maxId = ids.max().item<long>(), minId = ids.min().item<long>();
         if (minId < 0 || maxId >= vocab) throw new InvalidDataException($"{inputFile}: input_ids outside the vocabulary [0, {vocab}): min {minId}, max {maxId}");
+        if (types is not null && net.Config is BertConfig bert)
+        {
+            // Out-of-range type ids would otherwise fail inside libtorch's embedding lookup with a C++ stack trace.
+            long maxType = types.max().item<long>(), minType = types.min().item<long>();
+            if (minType < 0 || maxType >= bert.TypeVocabSize)
+                throw new InvalidDataException($"{inputFile}: token_type_ids outside [0, {bert.TypeVocabSize}) (type_vocab_size): min {minType}, max {maxType}");
+        }
         using var _ = no_grad();
         using ModelOutput result = net.Forward(ids, mask, types);
         SafeTensors.Save(outputFile,
@@ -55,5 +64,13 @@ public static class ForwardCommand
             new("logits", result.Logits.to_type(ScalarType.Float32)),
             new("last_hidden_state", result.LastHiddenState.to_type(ScalarType.Float32)),
         ]);
+    }
+
+    /// <summary>An id or mask tensor as int64; float tensors are refused rather than truncated (a bool mask is fine).</summary>
+    static Tensor IntegerTensor(string inputFile, string name, Tensor tensor)
+    {
+        if (tensor.is_floating_point() || tensor.is_complex())
+            throw new InvalidDataException($"{inputFile}: {name} must hold integers, got {tensor.dtype}");
+        return tensor.to_type(ScalarType.Int64);
     }
 }

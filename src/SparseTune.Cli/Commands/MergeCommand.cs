@@ -31,6 +31,9 @@ public static class MergeCommand
             else
             {
                 CliSupport.ExistingFile(deltaFile, "--delta");
+                // As for --adapter (LoraMerge): never overwrite the base checkpoint in place.
+                if (string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)), Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputDir)), StringComparison.Ordinal))
+                    throw new UsageException($"--output must differ from the base model folder ({modelDir})");
                 using var model = PretrainedModel.Load(modelDir);
                 SparseDelta.Apply(model, deltaFile!);
                 PretrainedModel.Save(model, outputDir);
