@@ -30,14 +30,7 @@ public static class MergeCommand
             }
             else
             {
-                CliSupport.ExistingFile(deltaFile, "--delta");
-                // As for --adapter (LoraMerge): never overwrite the base checkpoint in place.
-                if (string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)), Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputDir)), StringComparison.Ordinal))
-                    throw new UsageException($"--output must differ from the base model folder ({modelDir})");
-                using var model = PretrainedModel.Load(modelDir);
-                SparseDelta.Apply(model, deltaFile!);
-                PretrainedModel.Save(model, outputDir);
-                PretrainedModel.CopyTokenizerFiles(modelDir, outputDir);
+                SparseDelta.MergeToCheckpoint(modelDir, CliSupport.ExistingFile(deltaFile, "--delta"), outputDir);
             }
             Console.WriteLine($"wrote merged model to {outputDir}");
             return 0;

@@ -12,7 +12,8 @@ namespace SparseTune.Tuners;
 ///   NAME.values   float32 (k) the change to add at those indices
 ///   NAME.shape    int64 (2)   (out_features, in_features)
 /// and per densely trained tensor (a classification head): dense.NAME with its full new value.
-/// Metadata: format = "sparsetune-sparse-delta", version = "1", method.
+/// Metadata: format = "sparsetune-sparse-delta", version = "1", method, and for a classification model
+/// sparsetune.id2label (the trained labels as id2label JSON, so a merge rebuilds the same head).
 /// </summary>
 public static class SparseDelta
 {
@@ -20,7 +21,10 @@ public static class SparseDelta
 
     public sealed record Entry(string Name, Tensor Indices, Tensor Values, long[] Shape);
 
-    public static void Save(string path, IEnumerable<Entry> entries, IEnumerable<KeyValuePair<string, Tensor>> dense, string method)
+    public const string Id2LabelMetadataKey = "sparsetune.id2label";
+
+    public static void Save(string path, IEnumerable<Entry> entries, IEnumerable<KeyValuePair<string, Tensor>> dense, string method,
+        IReadOnlyDictionary<string, string>? id2label = null)
     {
         using var scope = NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -31,7 +35,36 @@ public static class SparseDelta
             tensors.Add(new(e.Name + ".shape", tensor(e.Shape)));
         }
         foreach (var (name, t) in dense) tensors.Add(new("dense." + name, t));
-        SafeTensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "sparsetune-sparse-delta", ["version"] = "1", ["method"] = method });
+        var metadata = new Dictionary<string, string> { ["format"] = "sparsetune-sparse-delta", ["version"] = "1", ["method"] = method };
+        if (id2label is { Count: > 0 }) metadata[Id2LabelMetadataKey] = System.Text.Json.JsonSerializer.Serialize(id2label);
+        SafeTensors.Save(path, tensors, metadata);
+    }
+
+    /// <summary>The class labels a delta was trained with, in id order; null when it records none.</summary>
+    public static IReadOnlyList<string>? Labels(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        if (!file.Metadata.TryGetValue(Id2LabelMetadataKey, out var json)) return null;
+        var id2label = System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, string>>(json)
+            ?? throw new InvalidDataException($"{path}: empty {Id2LabelMetadataKey} metadata");
+        return id2label.OrderBy(p => int.Parse(p.Key, System.Globalization.CultureInfo.InvariantCulture)).Select(p => p.Value).ToList();
+    }
+
+    /// <summary>
+    /// Base model + delta → a plain Hugging Face folder (tokenizer files copied). A delta trained with labels
+    /// rebuilds the classification head with those labels before its dense head tensors are applied.
+    /// </summary>
+    public static void MergeToCheckpoint(string baseModelDirectory, string deltaFile, string outputDirectory)
+    {
+        if (string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(baseModelDirectory)), Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputDirectory)), StringComparison.Ordinal))
+            throw new ArgumentException($"--output must differ from the base model folder ({baseModelDirectory})");
+        var labels = Labels(deltaFile);
+        using var model = labels is null
+            ? PretrainedModel.Load(baseModelDirectory)
+            : PretrainedModel.Load(baseModelDirectory, ModelHead.SequenceClassification, labels);
+        Apply(model, deltaFile);
+        PretrainedModel.Save(model, outputDirectory);
+        PretrainedModel.CopyTokenizerFiles(baseModelDirectory, outputDirectory);
     }
 
     /// <summary>Adds a delta file to a model in place; every name and shape is checked first.</summary>

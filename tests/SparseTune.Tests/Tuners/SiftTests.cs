@@ -166,4 +166,29 @@ public class SiftTests(ITestOutputHelper output)
         }
         finally { Directory.Delete(output, true); }
     }
+
+    [Fact]
+    public void MergingADeltaTrainedWithNewLabelsRebuildsThatHead()
+    {
+        string output = Fixtures.TempDirectory("sift-labels"), merged = Fixtures.TempDirectory("sift-merged");
+        try
+        {
+            using var model = PretrainedModel.Load(Fixtures.Model("bert-tiny"), ModelHead.SequenceClassification, ["x", "y"]);
+            using var tuner = new SiftTuner(new SiftOptions { SparseRate = 0.02 });
+            var data = new SyntheticBatches(TaskKind.Classification, 223, 16, 8, classes: 2);
+            new Trainer(model, tuner, TaskKind.Classification, new TrainingOptions { MaxSteps = 2, LearningRate = 1e-2, OutputDirectory = output, EvaluateBaseline = false }).Run(data);
+            tuner.SaveArtifacts(model, output);
+            string delta = Path.Combine(output, SparseDelta.FileName);
+            Assert.Equal(["x", "y"], SparseDelta.Labels(delta));
+
+            SparseDelta.MergeToCheckpoint(Fixtures.Model("bert-tiny"), delta, merged);
+            using var rebuilt = PretrainedModel.Load(merged);
+            Assert.Equal("x", rebuilt.Config.Id2Label!["0"]);
+            Assert.Equal(2, rebuilt.Config.NumLabels);
+            var tuned = model.state_dict();
+            foreach (var (name, value) in rebuilt.state_dict())
+                Assert.True(value.allclose(tuned[name], rtol: 0, atol: 1e-6), $"{name} differs after merging");
+        }
+        finally { Directory.Delete(output, true); Directory.Delete(merged, true); }
+    }
 }

@@ -124,7 +124,7 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         using var scope = NewDisposeScope();
         var entries = targets.Select(t => new SparseDelta.Entry(t.Name + ".weight", t.Adapter.Indices, t.Adapter.DeltaValues(t.Layer), t.Layer.weight.shape)).ToList();
         var denseTensors = dense.Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
-        SparseDelta.Save(Path.Combine(outputDirectory, SparseDelta.FileName), entries, denseTensors, "sift");
+        SparseDelta.Save(Path.Combine(outputDirectory, SparseDelta.FileName), entries, denseTensors, "sift", model.Config.Id2Label);
     }
 
     public string Summary()
