@@ -72,7 +72,18 @@ public static class CliSupport
     };
 
     /// <summary>Where commands print tables and progress; <see cref="SparseTuneCli.Run"/> swaps it while capturing output.</summary>
-    public static IAnsiConsole Out { get; internal set; } = AnsiConsole.Console;
+    public static IAnsiConsole Out { get; internal set; } = CreateConsole();
+
+    /// <summary>
+    /// The terminal console; when output goes to a file or pipe, a wide fixed width so log lines, tables and
+    /// paths are not wrapped at Spectre's default 80 columns.
+    /// </summary>
+    static IAnsiConsole CreateConsole()
+    {
+        var console = AnsiConsole.Console;
+        if (Console.IsOutputRedirected) console.Profile.Width = 240;
+        return console;
+    }
 }
 
 /// <summary>Invalid command-line input (exit code 2).</summary>
