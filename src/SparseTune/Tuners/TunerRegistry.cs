@@ -1,4 +1,5 @@
 using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Pst;
 using SparseTune.Tuners.Sift;
 
 namespace SparseTune.Tuners;
@@ -8,6 +9,7 @@ public sealed record MethodOptions
 {
     public LoraOptions Lora { get; init; } = new();
     public SiftOptions Sift { get; init; } = new();
+    public PstOptions Pst { get; init; } = new();
 }
 
 /// <summary>The --method names and how each builds its tuner: one line per method.</summary>
@@ -18,6 +20,7 @@ public static class TunerRegistry
         ["full"] = _ => new FullFineTuner(),
         ["lora"] = o => new LoraTuner(o.Lora),
         ["sift"] = o => new SiftTuner(o.Sift),
+        ["pst"] = o => new PstTuner(o.Pst),
     };
 
     public static IReadOnlyList<string> Methods => Factories.Keys.ToList();
