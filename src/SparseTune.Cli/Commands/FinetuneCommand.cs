@@ -4,6 +4,7 @@ using SparseTune.Data;
 using SparseTune.Training;
 using SparseTune.Tuners;
 using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Pst;
 using SparseTune.Tuners.Sift;
 
 namespace SparseTune.Cli.Commands;
@@ -16,7 +17,7 @@ namespace SparseTune.Cli.Commands;
 public static class FinetuneCommand
 {
     /// <summary>Learning rates that suit each method when --lr is not given (sparse/low-rank updates take larger steps).</summary>
-    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 1e-4, ["lora"] = 2e-3, ["sift"] = 2e-3 };
+    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 1e-4, ["lora"] = 2e-3, ["sift"] = 2e-3, ["pst"] = 2e-3 };
 
     public static double DefaultLearningRate(string method) => DefaultLearningRates.GetValueOrDefault(method, 1e-4);
 
@@ -32,7 +33,7 @@ public static class FinetuneCommand
         var maxSteps = new Option<int?>("--max-steps") { Description = "Optimizer steps (overrides --epochs)." };
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per micro-batch." };
         var gradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1, Description = "Micro-batches per optimizer step." };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 1e-4, lora 2e-3, sift 2e-3)." };
+        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 1e-4, lora 2e-3, sift 2e-3, pst 2e-3)." };
         var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
         var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
         var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };
@@ -61,12 +62,20 @@ public static class FinetuneCommand
         var selectionBatches = new Option<int>("--selection-batches") { DefaultValueFactory = _ => 1, Description = "SIFT: batches whose gradients choose the components." };
         var exceptions = new Option<string?>("--exception-modules") { Description = "SIFT: modules trained densely (default: the task head)." };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute transformer blocks in backward to save activation memory." };
+        // PST
+        var sparsity = new Option<double>("--sparsity") { DefaultValueFactory = _ => 0.9, Description = "PST: final fraction of each targeted weight matrix pruned to zero." };
+        var initialSparsity = new Option<double>("--initial-sparsity") { DefaultValueFactory = _ => 0.0, Description = "PST: sparsity before the cubic schedule starts." };
+        var sparsityWarmup = new Option<double>("--sparsity-warmup") { DefaultValueFactory = _ => 0.1, Description = "PST: share of steps at the initial sparsity." };
+        var sparsityCooldown = new Option<double>("--sparsity-cooldown") { DefaultValueFactory = _ => 0.3, Description = "PST: share of final steps at the final sparsity." };
+        var pstRank = new Option<int>("--pst-rank") { DefaultValueFactory = _ => 8, Description = "PST: rank of the weight update U·V." };
+        var importanceRank = new Option<int>("--importance-rank") { DefaultValueFactory = _ => 8, Description = "PST: rank of the learned importance A·B." };
 
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
             maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength,
             loraRank, loraAlpha, loraDropout, targets, modulesToSave, sparseRate, selection, selectionBatches, exceptions, checkpointing,
+            sparsity, initialSparsity, sparsityWarmup, sparsityCooldown, pstRank, importanceRank,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -114,6 +123,7 @@ public static class FinetuneCommand
                 MethodOptions = new MethodOptions
                 {
                     Lora = new LoraOptions { Rank = parse.GetValue(loraRank), Alpha = parse.GetValue(loraAlpha), Dropout = parse.GetValue(loraDropout), TargetModules = List(targets), ModulesToSave = List(modulesToSave) },
+                    Pst = new PstOptions { FinalSparsity = parse.GetValue(sparsity), InitialSparsity = parse.GetValue(initialSparsity), WarmupRatio = parse.GetValue(sparsityWarmup), CooldownRatio = parse.GetValue(sparsityCooldown), UpdateRank = parse.GetValue(pstRank), ImportanceRank = parse.GetValue(importanceRank), TargetModules = List(targets) },
                     Sift = new SiftOptions { SparseRate = parse.GetValue(sparseRate), Selection = parse.GetValue(selection), SelectionBatches = parse.GetValue(selectionBatches), TargetModules = List(targets), ExceptionModules = List(exceptions), GradientCheckpointing = parse.GetValue(checkpointing) },
                 },
             };
