@@ -22,7 +22,7 @@ public static class BenchAccuracyCommand
         var eval = new Option<string?>("--eval") { Description = "Evaluation data (default: bundled demo data)." };
         var methods = new Option<string>("--methods") { Description = "Comma-separated methods.", DefaultValueFactory = _ => string.Join(",", TunerRegistry.Methods) };
         var seeds = new Option<int>("--seeds") { Description = "Seeds per method.", DefaultValueFactory = _ => 3 };
-        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => FinetuneCommand.DemoEpochs };
         var output = new Option<string>("--output") { Description = "Folder for runs, accuracy.json and accuracy.svg.", DefaultValueFactory = _ => Path.Combine("runs", $"bench-accuracy-{DateTime.Now:yyyyMMdd-HHmmss}") };
         var command = new Command("accuracy", "Fine-tune with every method at matched budgets over several seeds; table and plot of accuracy vs trainable parameters and sparsity.")
         { model, train, eval, methods, seeds, epochs, output };
@@ -51,7 +51,7 @@ public static class BenchAccuracyCommand
             };
             var console = CliSupport.Out;
             var rows = AccuracyBenchmark.Run(template, arms, Enumerable.Range(1, parse.GetValue(seeds)).ToList(),
-                FinetuneCommand.DefaultLearningRate, line => console.MarkupLine(Markup.Escape(line)));
+                demo ? FinetuneCommand.DemoLearningRate : FinetuneCommand.DefaultLearningRate, line => console.MarkupLine(Markup.Escape(line)));
 
             var table = new Table().AddColumns("method", "trainable", "weight sparsity", $"{rows[0].Metric} (mean ± std)", "untuned baseline", "seconds/run");
             foreach (var r in rows)

@@ -16,10 +16,18 @@ namespace SparseTune.Cli.Commands;
 /// </summary>
 public static class FinetuneCommand
 {
-    /// <summary>Learning rates that suit each method when --lr is not given (sparse/low-rank updates take larger steps).</summary>
-    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 1e-4, ["lora"] = 2e-3, ["sift"] = 2e-3, ["pst"] = 2e-3 };
+    /// <summary>Learning rates per method when --lr is not given: low-rank and sparse updates take larger steps.</summary>
+    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 5e-5, ["lora"] = 5e-4, ["sift"] = 5e-4, ["pst"] = 5e-4 };
+
+    /// <summary>The bundled demo's tiny model from scratch-pretraining wants larger steps (measured on its eval set).</summary>
+    static readonly Dictionary<string, double> DemoLearningRates = new() { ["full"] = 1e-3, ["lora"] = 5e-3, ["sift"] = 1e-2, ["pst"] = 5e-3 };
+
+    /// <summary>Epochs of the bundled demo when --epochs is not given (about 45 s per method on 2 cores).</summary>
+    public const int DemoEpochs = 10;
 
     public static double DefaultLearningRate(string method) => DefaultLearningRates.GetValueOrDefault(method, 1e-4);
+
+    public static double DemoLearningRate(string method) => DemoLearningRates.GetValueOrDefault(method, 1e-3);
 
     public static Command Create()
     {
@@ -29,11 +37,11 @@ public static class FinetuneCommand
         var data = new Option<DataKind>("--data") { Description = "How to read the data.", DefaultValueFactory = _ => DataKind.Auto };
         var method = new Option<string>("--method") { Description = $"Fine-tuning method: {string.Join(", ", TunerRegistry.Methods)}.", DefaultValueFactory = _ => "lora" };
         var output = new Option<string?>("--output") { Description = "Output folder (default: a new folder under runs/)." };
-        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3, Description = "Passes over the training data." };
+        var epochs = new Option<int?>("--epochs") { Description = $"Passes over the training data (default 3; the bundled demo {DemoEpochs})." };
         var maxSteps = new Option<int?>("--max-steps") { Description = "Optimizer steps (overrides --epochs)." };
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per micro-batch." };
         var gradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1, Description = "Micro-batches per optimizer step." };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 1e-4, lora 2e-3, sift 2e-3, pst 2e-3)." };
+        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 5e-5, lora/sift/pst 5e-4; on the bundled demo full 1e-3, lora 5e-3, sift 1e-2, pst 5e-3)." };
         var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
         var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
         var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };
@@ -103,11 +111,11 @@ public static class FinetuneCommand
                 Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)! },
                 Training = new TrainingOptions
                 {
-                    Epochs = parse.GetValue(epochs),
+                    Epochs = parse.GetValue(epochs) ?? (demo ? DemoEpochs : 3),
                     MaxSteps = parse.GetValue(maxSteps),
                     BatchSize = parse.GetValue(batchSize),
                     GradientAccumulation = parse.GetValue(gradAccum),
-                    LearningRate = parse.GetValue(lr) ?? DefaultLearningRate(chosenMethod),
+                    LearningRate = parse.GetValue(lr) ?? (demo ? DemoLearningRate(chosenMethod) : DefaultLearningRate(chosenMethod)),
                     WeightDecay = parse.GetValue(weightDecay),
                     Schedule = parse.GetValue(schedule),
                     WarmupRatio = parse.GetValue(warmupRatio),
