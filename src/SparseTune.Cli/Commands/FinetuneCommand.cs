@@ -17,10 +17,10 @@ namespace SparseTune.Cli.Commands;
 public static class FinetuneCommand
 {
     /// <summary>Learning rates per method when --lr is not given: low-rank and sparse updates take larger steps.</summary>
-    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 5e-5, ["lora"] = 5e-4, ["sift"] = 5e-4, ["pst"] = 5e-4 };
+    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 5e-5, ["lora"] = 5e-4, ["sift"] = 5e-4, ["pst"] = 1e-4 };
 
     /// <summary>The bundled demo's tiny model from scratch-pretraining wants larger steps (measured on its eval set).</summary>
-    static readonly Dictionary<string, double> DemoLearningRates = new() { ["full"] = 1e-3, ["lora"] = 5e-3, ["sift"] = 1e-2, ["pst"] = 5e-3 };
+    static readonly Dictionary<string, double> DemoLearningRates = new() { ["full"] = 1e-3, ["lora"] = 5e-3, ["sift"] = 1e-2, ["pst"] = 1e-3 };
 
     /// <summary>Epochs of the bundled demo when --epochs is not given (about 45 s per method on 2 cores).</summary>
     public const int DemoEpochs = 10;
@@ -41,7 +41,7 @@ public static class FinetuneCommand
         var maxSteps = new Option<int?>("--max-steps") { Description = "Optimizer steps (overrides --epochs)." };
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per micro-batch." };
         var gradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1, Description = "Micro-batches per optimizer step." };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 5e-5, lora/sift/pst 5e-4; on the bundled demo full 1e-3, lora 5e-3, sift 1e-2, pst 5e-3)." };
+        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 5e-5, lora/sift 5e-4, pst 1e-4; on the bundled demo full 1e-3, lora 5e-3, sift 1e-2, pst 1e-3)." };
         var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
         var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
         var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };

@@ -4,13 +4,15 @@ using SparseTune.Pretraining;
 
 namespace SparseTune.Cli.Commands;
 
-/// <summary>sparsetune pretrain: trains a small BERT from scratch (masked LM) on plain text; how the demo model was made.</summary>
+/// <summary>sparsetune pretrain: trains a small BERT (masked LM) or GPT-2 (causal LM) from scratch on plain text; how the demo models were made.</summary>
 public static class PretrainCommand
 {
     public static Command Create()
     {
         var corpus = new Option<string[]>("--corpus") { Description = "Plain-text files; paragraphs separated by blank lines.", Required = true, AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string>("--output") { Description = "Folder for the model (config.json, model.safetensors, vocab.txt).", Required = true };
+        var output = new Option<string>("--output") { Description = "Folder for the model (config.json, model.safetensors, tokenizer files).", Required = true };
+        var arch = new Option<string>("--arch") { Description = "bert (masked LM, WordPiece) or gpt2 (causal LM, byte-level BPE).", DefaultValueFactory = _ => "bert" };
+        arch.AcceptOnlyFromAmong("bert", "gpt2");
         var vocab = new Option<int>("--vocab-size") { DefaultValueFactory = _ => 6000 };
         var hidden = new Option<int>("--hidden-size") { DefaultValueFactory = _ => 128 };
         var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 4 };
@@ -22,8 +24,8 @@ public static class PretrainCommand
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
         var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 1e-3 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1234 };
-        var command = new Command("pretrain", "Pretrain a small BERT (masked LM) from scratch on plain text; builds its WordPiece vocabulary too.")
-        { corpus, output, vocab, hidden, layers, heads, intermediate, maxLength, epochs, maxSteps, batch, lr, seed };
+        var command = new Command("pretrain", "Pretrain a small BERT (masked LM) or GPT-2 (causal LM) from scratch on plain text; builds its vocabulary too.")
+        { corpus, output, arch, vocab, hidden, layers, heads, intermediate, maxLength, epochs, maxSteps, batch, lr, seed };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             var files = parse.GetValue(corpus)!;
@@ -32,6 +34,7 @@ public static class PretrainCommand
             {
                 CorpusFiles = files,
                 OutputDirectory = parse.GetValue(output)!,
+                Architecture = parse.GetValue(arch) == "gpt2" ? PretrainArchitecture.Gpt2 : PretrainArchitecture.Bert,
                 VocabSize = parse.GetValue(vocab),
                 HiddenSize = parse.GetValue(hidden),
                 Layers = parse.GetValue(layers),
@@ -47,7 +50,7 @@ public static class PretrainCommand
             var view = new TrainingProgressView();
             string commandLine = "sparsetune " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));
             var result = view.Run("pretrain", () => PretrainJob.Run(options, view, commandLine));
-            AnsiConsole.MarkupLine($"pretrained {result.Steps} steps in {result.WallSeconds:0} s; masked-LM loss {result.TrainLossFirst:0.00} → {result.TrainLossLast:0.00}; held-out: {Markup.Escape(string.Join(", ", result.Eval.Select(kv => $"{kv.Key} {kv.Value:0.000}")))}");
+            AnsiConsole.MarkupLine($"pretrained {result.Steps} steps in {result.WallSeconds:0} s; {(options.Architecture == PretrainArchitecture.Gpt2 ? "LM" : "masked-LM")} loss {result.TrainLossFirst:0.00} → {result.TrainLossLast:0.00}; held-out: {Markup.Escape(string.Join(", ", result.Eval.Select(kv => $"{kv.Key} {kv.Value:0.000}")))}");
             AnsiConsole.MarkupLine($"model written to {Markup.Escape(options.OutputDirectory)}");
             return 0;
         }));

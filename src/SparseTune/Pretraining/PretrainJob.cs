@@ -1,4 +1,5 @@
 using System.Text.Json;
+using SparseTune.Data;
 using SparseTune.Models;
 using SparseTune.Tokenization;
 using SparseTune.Training;
@@ -8,11 +9,21 @@ using static TorchSharp.torch;
 
 namespace SparseTune.Pretraining;
 
-/// <summary>Options of `sparsetune pretrain`: a small BERT trained from scratch with masked-language modelling.</summary>
+/// <summary>What `sparsetune pretrain` builds.</summary>
+public enum PretrainArchitecture
+{
+    /// <summary>A BERT masked LM with a WordPiece vocab.txt (uncased).</summary>
+    Bert,
+    /// <summary>A GPT-2 causal LM with a byte-level BPE (vocab.json + merges.txt).</summary>
+    Gpt2,
+}
+
+/// <summary>Options of `sparsetune pretrain`: a small BERT (masked LM) or GPT-2 (causal LM) trained from scratch.</summary>
 public sealed record PretrainOptions
 {
     public required IReadOnlyList<string> CorpusFiles { get; init; }
     public required string OutputDirectory { get; init; }
+    public PretrainArchitecture Architecture { get; init; } = PretrainArchitecture.Bert;
     public int VocabSize { get; init; } = 6000;
     public int HiddenSize { get; init; } = 128;
     public int Layers { get; init; } = 4;
@@ -29,9 +40,11 @@ public sealed record PretrainOptions
 }
 
 /// <summary>
-/// Builds the bundled demo model: WordPiece vocab from the corpus, a BERT masked-LM trained from scratch with
-/// the same Trainer every fine-tuning method uses, saved as a Hugging Face folder (config.json,
-/// model.safetensors, vocab.txt, tokenizer_config.json) plus PRETRAINING.json recording how it was made.
+/// Builds the bundled demo models with the same Trainer every fine-tuning method uses, saved as a Hugging Face
+/// folder plus PRETRAINING.json recording how it was made. BERT: WordPiece vocab from the corpus, masked-LM
+/// objective on one paragraph a sequence (config.json, model.safetensors, vocab.txt, tokenizer_config.json).
+/// GPT-2: byte-level BPE from the corpus, next-token objective on paragraphs joined by &lt;|endoftext|&gt; and
+/// packed into blocks of MaxLength (vocab.json and merges.txt instead of vocab.txt).
 /// </summary>
 public static class PretrainJob
 {
@@ -46,6 +59,55 @@ public static class PretrainJob
         if (paragraphs.Count < 10) throw new InvalidDataException($"the corpus has only {paragraphs.Count} paragraphs; pretraining needs more text");
 
         Directory.CreateDirectory(options.OutputDirectory);
+        var random = new Random(options.Seed);
+        torch.random.manual_seed(options.Seed);
+        var (model, train, evalSource, task, vocabSize, trainCount, evalCount) = options.Architecture == PretrainArchitecture.Gpt2
+            ? PrepareGpt2(options, paragraphs, random)
+            : PrepareBert(options, paragraphs, random);
+        using var disposeModel = model;
+        var trainingOptions = new TrainingOptions
+        {
+            Epochs = options.Epochs,
+            MaxSteps = options.MaxSteps,
+            BatchSize = options.BatchSize,
+            LearningRate = options.LearningRate,
+            WarmupRatio = 0.06,
+            WeightDecay = 0.01,
+            Seed = options.Seed,
+            EvaluateBaseline = false,
+            LogEvery = 20,
+            OutputDirectory = Path.Combine(options.OutputDirectory, ".pretrain-run"),
+        };
+        using var tuner = new FullFineTuner();
+        var trainer = new Trainer(model, tuner, task, trainingOptions)
+        {
+            Progress = progress,
+            Evaluate = task == TaskKind.MaskedLM ? m => MaskedLmMetrics(m, evalSource) : m => FineTuneJob.Evaluate(m, (Batcher)evalSource, task),
+        };
+        TrainingResult result = trainer.Run(train);
+        PretrainedModel.Save(model, options.OutputDirectory);
+        IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "PRETRAINING.json"), JsonSerializer.Serialize(new
+        {
+            command = commandLine,
+            corpus = options.CorpusFiles.Select(Path.GetFileName),
+            paragraphs = paragraphs.Count,
+            vocab_size = vocabSize,
+            train_sequences = trainCount,
+            held_out_sequences = evalCount,
+            steps = result.Steps,
+            tokens = result.Tokens,
+            wall_seconds = result.WallSeconds,
+            train_loss_first = result.TrainLossFirst,
+            train_loss_last = result.TrainLossLast,
+            held_out = result.Eval,
+            options,
+        }, new JsonSerializerOptions { WriteIndented = true }));
+        Directory.Delete(trainingOptions.OutputDirectory, true);
+        return result;
+    }
+
+    static (TransformerModel, IBatchSource, IBatchSource, TaskKind, int, int, int) PrepareBert(PretrainOptions options, List<string> paragraphs, Random random)
+    {
         var vocab = WordPieceVocabBuilder.Build(paragraphs, options.VocabSize);
         IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "vocab.txt"), string.Join("\n", vocab) + "\n");
         IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "tokenizer_config.json"),
@@ -53,7 +115,7 @@ public static class PretrainJob
         var tokenizer = TextTokenizer.FromFolder(options.OutputDirectory);
 
         var sequences = paragraphs.Select(p => Truncate(tokenizer.Encode(p), options.MaxLength)).Where(s => s.Length > 2).ToList();
-        new Random(options.Seed).Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequences));
+        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequences));
         int heldOut = Math.Max(1, (int)(sequences.Count * options.HeldOutFraction));
         var evalSequences = sequences.Take(heldOut).ToList();
         var trainSequences = sequences.Skip(heldOut).ToList();
@@ -72,51 +134,64 @@ public static class PretrainJob
             PadTokenId = tokenizer.PadId ?? 0,
         };
         config.Validate();
-        torch.random.manual_seed(options.Seed);
-        using var model = new BertTransformer(config, ModelHead.MaskedLM);
+        var model = new BertTransformer(config, ModelHead.MaskedLM);
         int pad = tokenizer.PadId ?? 0, mask = tokenizer.MaskId ?? throw new InvalidDataException("vocab has no [MASK]");
         var specials = new HashSet<int>(new[] { tokenizer.PadId, tokenizer.ClsId, tokenizer.SepId, tokenizer.UnkId }.Where(i => i.HasValue).Select(i => i!.Value));
         var train = new MaskedLanguageModelBatches(trainSequences, options.BatchSize, pad, mask, specials, vocab.Count, options.Seed);
-        var eval = new MaskedLanguageModelBatches(evalSequences, options.BatchSize, pad, mask, specials, vocab.Count, options.Seed + 1);
+        var heldOutBatches = new MaskedLanguageModelBatches(evalSequences, options.BatchSize, pad, mask, specials, vocab.Count, options.Seed + 1);
 
-        var trainingOptions = new TrainingOptions
+        return (model, train, heldOutBatches, TaskKind.MaskedLM, vocab.Count, trainSequences.Count, evalSequences.Count);
+    }
+
+    static (TransformerModel, IBatchSource, IBatchSource, TaskKind, int, int, int) PrepareGpt2(PretrainOptions options, List<string> paragraphs, Random random)
+    {
+        var bpe = ByteLevelBpeTrainer.Train(paragraphs, options.VocabSize);
+        bpe.Save(options.OutputDirectory);
+        IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "tokenizer_config.json"), JsonSerializer.Serialize(new
         {
-            Epochs = options.Epochs,
-            MaxSteps = options.MaxSteps,
-            BatchSize = options.BatchSize,
-            LearningRate = options.LearningRate,
-            WarmupRatio = 0.06,
-            WeightDecay = 0.01,
-            Seed = options.Seed,
-            EvaluateBaseline = false,
-            LogEvery = 20,
-            OutputDirectory = Path.Combine(options.OutputDirectory, ".pretrain-run"),
+            model_max_length = options.MaxLength,
+            tokenizer_class = "GPT2Tokenizer",
+            bos_token = ByteLevelBpe.EndOfText,
+            eos_token = ByteLevelBpe.EndOfText,
+            unk_token = ByteLevelBpe.EndOfText,
+        }));
+        var tokenizer = TextTokenizer.FromFolder(options.OutputDirectory);
+        int eos = tokenizer.EosId ?? throw new InvalidDataException($"the trained vocabulary lacks {ByteLevelBpe.EndOfText}");
+
+        var shuffled = paragraphs.ToList();
+        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(shuffled));
+        int heldOut = Math.Max(1, (int)(shuffled.Count * options.HeldOutFraction));
+        List<Example> Pack(IEnumerable<string> texts)
+        {
+            var stream = new List<int>();
+            foreach (string text in texts) { stream.AddRange(tokenizer.Encode(text, addSpecialTokens: false)); stream.Add(eos); }
+            return Enumerable.Range(0, stream.Count / options.MaxLength)
+                .Select(b => stream.GetRange(b * options.MaxLength, options.MaxLength).ToArray())
+                .Select(ids => new Example(ids, LabelIds: (int[])ids.Clone())).ToList();
+        }
+        var evalBlocks = Pack(shuffled.Take(heldOut));
+        var trainBlocks = Pack(shuffled.Skip(heldOut));
+        if (evalBlocks.Count == 0 || trainBlocks.Count == 0)
+            throw new InvalidDataException($"the corpus is too small for blocks of {options.MaxLength} tokens in both the training and the held-out part");
+
+        var config = new Gpt2Config
+        {
+            ModelType = "gpt2",
+            Architectures = ["GPT2LMHeadModel"],
+            VocabSize = bpe.Vocab.Count,
+            NEmbd = options.HiddenSize,
+            NLayer = options.Layers,
+            NHead = options.Heads,
+            NInner = options.IntermediateSize,
+            NPositions = options.MaxLength,
+            BosTokenId = eos,
+            EosTokenIdRaw = JsonSerializer.SerializeToElement(eos),
         };
-        using var tuner = new FullFineTuner();
-        var trainer = new Trainer(model, tuner, TaskKind.MaskedLM, trainingOptions)
-        {
-            Progress = progress,
-            Evaluate = m => MaskedLmMetrics(m, eval),
-        };
-        TrainingResult result = trainer.Run(train);
-        PretrainedModel.Save(model, options.OutputDirectory);
-        IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "PRETRAINING.json"), JsonSerializer.Serialize(new
-        {
-            command = commandLine,
-            corpus = options.CorpusFiles.Select(Path.GetFileName),
-            paragraphs = paragraphs.Count,
-            train_sequences = trainSequences.Count,
-            held_out_sequences = evalSequences.Count,
-            steps = result.Steps,
-            tokens = result.Tokens,
-            wall_seconds = result.WallSeconds,
-            train_loss_first = result.TrainLossFirst,
-            train_loss_last = result.TrainLossLast,
-            held_out = result.Eval,
-            options,
-        }, new JsonSerializerOptions { WriteIndented = true }));
-        Directory.Delete(trainingOptions.OutputDirectory, true);
-        return result;
+        config.Validate();
+        var model = new Gpt2Transformer(config, ModelHead.CausalLM);
+        var train = new Batcher(trainBlocks, TaskKind.CausalLM, eos, new BatcherOptions { BatchSize = options.BatchSize, Seed = options.Seed });
+        var heldOutBatches = new Batcher(evalBlocks, TaskKind.CausalLM, eos, new BatcherOptions { BatchSize = options.BatchSize, Shuffle = false });
+        return (model, train, heldOutBatches, TaskKind.CausalLM, bpe.Vocab.Count, trainBlocks.Count, evalBlocks.Count);
     }
 
     /// <summary>Masked-token loss and accuracy over held-out batches.</summary>

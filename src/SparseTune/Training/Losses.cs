@@ -18,13 +18,17 @@ public static class Losses
         _ => throw new ArgumentOutOfRangeException(nameof(task)),
     };
 
-    /// <summary>Mean cross-entropy of predicting token t+1 from position t, skipping ignored labels.</summary>
+    /// <summary>
+    /// Mean cross-entropy of predicting token t+1 from position t, skipping ignored labels. The labels move one
+    /// step left (the last position gets <see cref="IgnoreIndex"/>) rather than the logits one step right: the
+    /// logits stay a view, so no (B·T, vocab) copy is made — for GPT-2 at 2048 tokens that copy is 400 MB in the
+    /// forward pass and again in the backward pass.
+    /// </summary>
     public static Tensor NextTokenLoss(Tensor logits, Tensor labels)
     {
         using var scope = NewDisposeScope();
         long vocab = logits.shape[^1];
-        Tensor shiftedLogits = logits[.., ..^1, ..].reshape(-1, vocab);   // (B·(T-1), V)
-        Tensor shiftedLabels = labels[.., 1..].reshape(-1);                // (B·(T-1))
-        return nn.functional.cross_entropy(shiftedLogits, shiftedLabels, ignore_index: IgnoreIndex).MoveToOuterDisposeScope();
+        Tensor nextLabels = nn.functional.pad(labels[.., 1..], [0, 1], value: IgnoreIndex).reshape(-1);   // (B·T)
+        return nn.functional.cross_entropy(logits.reshape(-1, vocab), nextLabels, ignore_index: IgnoreIndex).MoveToOuterDisposeScope();
     }
 }
