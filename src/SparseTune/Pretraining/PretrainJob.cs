@@ -106,7 +106,19 @@ public static class PretrainJob
         return result;
     }
 
-    static (TransformerModel, IBatchSource, IBatchSource, TaskKind, int, int, int) PrepareBert(PretrainOptions options, List<string> paragraphs, Random random)
+    /// <summary>A model to pretrain with its data: training and held-out batches, the objective, and counts for PRETRAINING.json.</summary>
+    sealed record Prepared(TransformerModel Model, IBatchSource Train, IBatchSource HeldOut, TaskKind Task, int VocabSize, int TrainSequences, int HeldOutSequences);
+
+    /// <summary>Shuffles a copy and holds out a share (at least one item) for evaluation.</summary>
+    static (List<T> Train, List<T> HeldOut) SplitHeldOut<T>(IReadOnlyList<T> items, double fraction, Random random)
+    {
+        var shuffled = items.ToList();
+        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(shuffled));
+        int heldOut = Math.Max(1, (int)(shuffled.Count * fraction));
+        return (shuffled.Skip(heldOut).ToList(), shuffled.Take(heldOut).ToList());
+    }
+
+    static Prepared PrepareBert(PretrainOptions options, List<string> paragraphs, Random random)
     {
         var vocab = WordPieceVocabBuilder.Build(paragraphs, options.VocabSize);
         IO.AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "vocab.txt"), string.Join("\n", vocab) + "\n");
@@ -115,10 +127,7 @@ public static class PretrainJob
         var tokenizer = TextTokenizer.FromFolder(options.OutputDirectory);
 
         var sequences = paragraphs.Select(p => Truncate(tokenizer.Encode(p), options.MaxLength)).Where(s => s.Length > 2).ToList();
-        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequences));
-        int heldOut = Math.Max(1, (int)(sequences.Count * options.HeldOutFraction));
-        var evalSequences = sequences.Take(heldOut).ToList();
-        var trainSequences = sequences.Skip(heldOut).ToList();
+        var (trainSequences, evalSequences) = SplitHeldOut(sequences, options.HeldOutFraction, random);
 
         var config = new BertConfig
         {
@@ -140,10 +149,10 @@ public static class PretrainJob
         var train = new MaskedLanguageModelBatches(trainSequences, options.BatchSize, pad, mask, specials, vocab.Count, options.Seed);
         var heldOutBatches = new MaskedLanguageModelBatches(evalSequences, options.BatchSize, pad, mask, specials, vocab.Count, options.Seed + 1);
 
-        return (model, train, heldOutBatches, TaskKind.MaskedLM, vocab.Count, trainSequences.Count, evalSequences.Count);
+        return new Prepared(model, train, heldOutBatches, TaskKind.MaskedLM, vocab.Count, trainSequences.Count, evalSequences.Count);
     }
 
-    static (TransformerModel, IBatchSource, IBatchSource, TaskKind, int, int, int) PrepareGpt2(PretrainOptions options, List<string> paragraphs, Random random)
+    static Prepared PrepareGpt2(PretrainOptions options, List<string> paragraphs, Random random)
     {
         var bpe = ByteLevelBpeTrainer.Train(paragraphs, options.VocabSize);
         bpe.Save(options.OutputDirectory);
@@ -158,9 +167,7 @@ public static class PretrainJob
         var tokenizer = TextTokenizer.FromFolder(options.OutputDirectory);
         int eos = tokenizer.EosId ?? throw new InvalidDataException($"the trained vocabulary lacks {ByteLevelBpe.EndOfText}");
 
-        var shuffled = paragraphs.ToList();
-        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(shuffled));
-        int heldOut = Math.Max(1, (int)(shuffled.Count * options.HeldOutFraction));
+        var (trainParagraphs, evalParagraphs) = SplitHeldOut(paragraphs, options.HeldOutFraction, random);
         List<Example> Pack(IEnumerable<string> texts)
         {
             var stream = new List<int>();
@@ -169,8 +176,8 @@ public static class PretrainJob
                 .Select(b => stream.GetRange(b * options.MaxLength, options.MaxLength).ToArray())
                 .Select(ids => new Example(ids, LabelIds: (int[])ids.Clone())).ToList();
         }
-        var evalBlocks = Pack(shuffled.Take(heldOut));
-        var trainBlocks = Pack(shuffled.Skip(heldOut));
+        var evalBlocks = Pack(evalParagraphs);
+        var trainBlocks = Pack(trainParagraphs);
         if (evalBlocks.Count == 0 || trainBlocks.Count == 0)
             throw new InvalidDataException($"the corpus is too small for blocks of {options.MaxLength} tokens in both the training and the held-out part");
 
@@ -191,7 +198,7 @@ public static class PretrainJob
         var model = new Gpt2Transformer(config, ModelHead.CausalLM);
         var train = new Batcher(trainBlocks, TaskKind.CausalLM, eos, new BatcherOptions { BatchSize = options.BatchSize, Seed = options.Seed });
         var heldOutBatches = new Batcher(evalBlocks, TaskKind.CausalLM, eos, new BatcherOptions { BatchSize = options.BatchSize, Shuffle = false });
-        return (model, train, heldOutBatches, TaskKind.CausalLM, bpe.Vocab.Count, trainBlocks.Count, evalBlocks.Count);
+        return new Prepared(model, train, heldOutBatches, TaskKind.CausalLM, bpe.Vocab.Count, trainBlocks.Count, evalBlocks.Count);
     }
 
     /// <summary>Masked-token loss and accuracy over held-out batches.</summary>

@@ -89,6 +89,8 @@ public static class FineTuneJob
         var fileConfig = ModelConfig.Load(options.ModelDirectory);
         bool sameLabels = headLabels is not null && fileConfig.Id2Label is { } existing
             && existing.Count == headLabels.Count && headLabels.Select((l, i) => existing.GetValueOrDefault(i.ToString()) == l).All(x => x);
+        // A new head is initialised while loading: seed first, so that the same seed gives the same run in any process.
+        torch.random.manual_seed(options.Training.Seed);
         using TransformerModel model = PretrainedModel.Load(options.ModelDirectory, head, sameLabels ? null : headLabels, out var loadReport);
         if (loadReport.NewlyInitialised.Count > 0) log?.Invoke($"new {head} head initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
 

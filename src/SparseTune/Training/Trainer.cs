@@ -90,6 +90,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         }
 
         string metricsLog = Path.Combine(options.OutputDirectory, "metrics.jsonl");
+        if (options.ResumeFrom is null) File.Delete(metricsLog);   // a fresh run in a used folder starts a fresh log; a resumed one continues it
         var stopwatch = Stopwatch.StartNew();
         double wallBefore = state.WallSeconds;
         long tokensThisRun = 0;

@@ -587,4 +587,27 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
         log.WriteLine($"resumed vs uninterrupted adapter max |Δ| {worst:E3}");
         Assert.True(worst <= 1e-6, $"{worst}");
     }
+
+    [Fact]
+    public void Finetune_SameSeedInOneProcess_GivesTheSameRun_AndAFreshRunStartsAFreshMetricsLog()
+    {
+        // bert-tiny's head has 3 classes; with a fourth label the classifier is new, so its initialisation must come
+        // from the seed too. The second run reuses the folder, whose metrics.jsonl must then hold that run's lines only.
+        string run = Path.Combine(temp, "run");
+        string train = WriteJsonl("four-labels.jsonl", GoodRows.Append("""{"text": "the dog", "label": "d"}"""));
+        string[] args = [.. FinetuneArgs("full", run, 3).Select(a => a == GoodTrain() ? train : a)];
+        var first = Cli(args);
+        Assert.True(first.ExitCode == 0, first.Err);
+        Assert.Contains("new SequenceClassification head initialised", first.Out);
+        string firstReport = File.ReadAllText(Path.Combine(run, "report.json"));
+        string[] firstLog = File.ReadAllLines(Path.Combine(run, "metrics.jsonl"));
+        var second = Cli(args);
+        Assert.True(second.ExitCode == 0, second.Err);
+
+        using var a = JsonDocument.Parse(firstReport);
+        using var b = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "report.json")));
+        foreach (string key in new[] { "train_loss_first", "train_loss_last" })
+            Assert.Equal(a.RootElement.GetProperty(key).GetDouble(), b.RootElement.GetProperty(key).GetDouble());
+        Assert.Equal(firstLog.Length, File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Length);
+    }
 }
