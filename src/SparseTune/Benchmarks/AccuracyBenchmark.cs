@@ -3,6 +3,7 @@ using System.Text;
 using SparseTune.Training;
 using SparseTune.Tuners;
 using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Pst;
 using SparseTune.Tuners.Sift;
 
 namespace SparseTune.Benchmarks;
@@ -24,6 +25,9 @@ public static class AccuracyBenchmark
     /// Arms at matched budgets for a model whose block linears hold <paramref name="blockParameters"/> weights:
     /// SIFT at 1% against LoRA whose rank gives about the same trainable count on query/value, plus full fine-tuning.
     /// </summary>
+    /// <summary>Final sparsities of the PST arms.</summary>
+    public static readonly IReadOnlyList<double> PstSparsities = [0.5, 0.7, 0.9];
+
     public static IReadOnlyList<AccuracyArm> MatchedArms(long blockParameters, int hidden, int layers, IReadOnlyList<string> methods)
     {
         long siftBudget = (long)Math.Ceiling(0.01 * blockParameters);
@@ -33,7 +37,11 @@ public static class AccuracyBenchmark
         if (methods.Contains("full")) arms.Add(new("full", "full", new MethodOptions()));
         if (methods.Contains("lora")) arms.Add(new($"lora r={rank}", "lora", new MethodOptions { Lora = new LoraOptions { Rank = rank, Alpha = 2 * rank } }));
         if (methods.Contains("sift")) arms.Add(new("sift 1%", "sift", new MethodOptions { Sift = new SiftOptions { SparseRate = 0.01 } }));
-        foreach (string other in methods.Where(m => m is not ("full" or "lora" or "sift")))
+        // PST at the sparsities its paper reports (final model 50%, 70%, 90% zeros in the block linears).
+        if (methods.Contains("pst"))
+            foreach (double sparsity in PstSparsities)
+                arms.Add(new(string.Create(CultureInfo.InvariantCulture, $"pst {sparsity * 100:0}%"), "pst", new MethodOptions { Pst = new PstOptions { FinalSparsity = sparsity } }));
+        foreach (string other in methods.Where(m => m is not ("full" or "lora" or "sift" or "pst")))
             arms.Add(new(other, other, new MethodOptions()));
         return arms;
     }

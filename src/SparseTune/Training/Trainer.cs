@@ -75,7 +75,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         {
             if (options.EvaluateBaseline && Evaluate is not null)
             {
-                baseline = Evaluate(model);
+                baseline = EvaluateModel();
                 Progress?.Report(new TrainingProgress("baseline", 0, totalSteps, double.NaN, 0, 0, baseline));
             }
             tuner.Prepare(model, SelectionBatches(train));
@@ -286,12 +286,23 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         }
     }
 
-    IReadOnlyDictionary<string, double> RunEvaluation(RunState state, string metricsLog, int totalSteps)
+    /// <summary>Evaluate in eval mode (no dropout) without autograd, then back to training mode.</summary>
+    IReadOnlyDictionary<string, double> EvaluateModel()
     {
         model.eval();
-        IReadOnlyDictionary<string, double> metrics;
-        using (no_grad()) metrics = Evaluate!(model);
-        model.train();
+        try
+        {
+            using (no_grad()) return Evaluate!(model);
+        }
+        finally
+        {
+            model.train();
+        }
+    }
+
+    IReadOnlyDictionary<string, double> RunEvaluation(RunState state, string metricsLog, int totalSteps)
+    {
+        var metrics = EvaluateModel();
         state.Evals.Add((state.Step, metrics));
         AppendJsonLine(metricsLog, new { step = state.Step, eval = metrics });
         Progress?.Report(new TrainingProgress("eval", state.Step, totalSteps, double.NaN, 0, 0, metrics));

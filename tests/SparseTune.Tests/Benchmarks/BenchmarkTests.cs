@@ -32,10 +32,11 @@ public class BenchmarkTests
     public void MatchedArmsGiveLoraTheTrainableCountOfSiftAtOnePercent()
     {
         // Demo shape: 4 layers, hidden 128, FFN 512 → 786,432 block weights; 1% = 7,865; LoRA q,v: 2·4·r·256 = 2,048·r → r = 4.
-        var arms = AccuracyBenchmark.MatchedArms(786_432, 128, 4, ["full", "lora", "sift"]);
-        Assert.Equal(["full", "lora r=4", "sift 1%"], arms.Select(a => a.Label).ToArray());
+        var arms = AccuracyBenchmark.MatchedArms(786_432, 128, 4, ["full", "lora", "sift", "pst"]);
+        Assert.Equal(["full", "lora r=4", "sift 1%", "pst 50%", "pst 70%", "pst 90%"], arms.Select(a => a.Label).ToArray());
         Assert.Equal(4, arms[1].Options.Lora.Rank);
         Assert.Equal(0.01, arms[2].Options.Sift.SparseRate);
+        Assert.Equal([0.5, 0.7, 0.9], arms.Skip(3).Select(a => a.Options.Pst.FinalSparsity).ToArray());
     }
 
     [Fact]

@@ -108,6 +108,28 @@ public class TrainerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void BaselineAndEvaluationsRunInEvalModeWithoutAutograd_ThenTrainingResumesInTrainMode()
+    {
+        // Dropout during the baseline made it noisy and method-dependent (it drew from the RNG stream).
+        string dir = Fixtures.TempDirectory("evalmode");
+        try
+        {
+            using var tuner = new FullFineTuner();
+            using var model = PretrainedModel.Load(Fixtures.Model("bert-tiny"));
+            var seen = new List<(bool Training, bool Grad)>();
+            var options = new TrainingOptions { MaxSteps = 2, LearningRate = 1e-3, OutputDirectory = dir, EvaluateBaseline = true };
+            var result = new Trainer(model, tuner, TaskKind.Classification, options)
+            {
+                Evaluate = m => { seen.Add((m.training, is_grad_enabled())); return new Dictionary<string, double> { ["x"] = 1 }; },
+            }.Run(new SyntheticBatches(TaskKind.Classification, 223, 16, 8));
+            Assert.Equal([(false, false), (false, false)], seen);   // the baseline and the final evaluation
+            Assert.True(model.training);
+            Assert.NotNull(result.BaselineEval);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void NanLossStopsWithAClearMessageAndKeepsTheLastCheckpoint()
     {
         string dir = Fixtures.TempDirectory("nan");
