@@ -39,30 +39,26 @@ public sealed class MetricSet
     public void AddClasses(IEnumerable<int> trueLabels, IEnumerable<int> predicted)
     {
         Require(TaskKind.Classification);
-        int before = labels.Count;
-        labels.AddRange(trueLabels);
-        predictions.AddRange(predicted);
-        if (labels.Count != predictions.Count)
-        {
-            labels.RemoveRange(before, labels.Count - before);
-            predictions.RemoveRange(before, predictions.Count - before);
-            throw new ArgumentException("labels and predictions differ in length");
-        }
+        AppendPairs(labels, predictions, trueLabels, predicted, "labels");
     }
 
     /// <summary>Targets and predicted values (regression).</summary>
     public void AddValues(IEnumerable<double> trueValues, IEnumerable<double> predicted)
     {
         Require(TaskKind.Regression);
-        int before = targets.Count;
-        targets.AddRange(trueValues);
-        values.AddRange(predicted);
-        if (targets.Count != values.Count)
-        {
-            targets.RemoveRange(before, targets.Count - before);
-            values.RemoveRange(before, values.Count - before);
-            throw new ArgumentException("targets and predictions differ in length");
-        }
+        AppendPairs(targets, values, trueValues, predicted, "targets");
+    }
+
+    /// <summary>Appends truths and predictions together; on a length mismatch appends neither and throws.</summary>
+    static void AppendPairs<T>(List<T> truths, List<T> predictions, IEnumerable<T> newTruths, IEnumerable<T> newPredictions, string what)
+    {
+        int before = truths.Count;
+        truths.AddRange(newTruths);
+        predictions.AddRange(newPredictions);
+        if (truths.Count == predictions.Count) return;
+        truths.RemoveRange(before, truths.Count - before);
+        predictions.RemoveRange(before, predictions.Count - before);
+        throw new ArgumentException($"{what} and predictions differ in length");
     }
 
     /// <summary>Summed token NLL (natural log) over <paramref name="tokenCount"/> tokens (language modelling).</summary>

@@ -104,37 +104,40 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     }
 }
 
-/// <summary>Post-norm residual after attention: LayerNorm(dropout(dense(context)) + x). HF's BertSelfOutput.</summary>
-public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
+/// <summary>
+/// Post-norm residual: LayerNorm(dropout(dense(h)) + x). HF's BertSelfOutput (after attention, nh·hs → C) and
+/// BertOutput (after the intermediate layer, I → C) are this same module with different input widths.
+/// </summary>
+public sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
 {
-    [ComponentName(Name = "dense")] public readonly TunableLinear Dense;   // nh·hs → C
+    [ComponentName(Name = "dense")] public readonly TunableLinear Dense;   // inFeatures → C
     [ComponentName(Name = "LayerNorm")] public readonly LayerNorm LayerNorm;
     [ComponentName(Name = "dropout")] readonly Dropout dropout;
 
-    public BertSelfOutput(BertConfig config) : base(nameof(BertSelfOutput))
+    public BertResidualOutput(BertConfig config, int inFeatures) : base(nameof(BertResidualOutput))
     {
-        Dense = new TunableLinear(config.Hidden, config.Hidden);
+        Dense = new TunableLinear(inFeatures, config.Hidden);
         LayerNorm = nn.LayerNorm(config.Hidden, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         RegisterComponents();
     }
 
-    /// <param name="context">(B, T, nh·hs) from self-attention</param>
-    /// <param name="residual">(B, T, C), the block's input</param>
-    public override Tensor forward(Tensor context, Tensor residual) =>
-        LayerNorm.call(dropout.call(Dense.call(context)) + residual);
+    /// <param name="h">(B, T, inFeatures): the attention context or the intermediate activation</param>
+    /// <param name="residual">(B, T, C), the sub-block's input</param>
+    public override Tensor forward(Tensor h, Tensor residual) =>
+        LayerNorm.call(dropout.call(Dense.call(h)) + residual);
 }
 
 /// <summary>Self-attention and its output projection with residual and LayerNorm ("attention.self", "attention.output").</summary>
 public sealed class BertAttention : nn.Module<Tensor, Tensor?, Tensor>
 {
     [ComponentName(Name = "self")] public readonly BertSelfAttention Self;
-    [ComponentName(Name = "output")] public readonly BertSelfOutput Output;
+    [ComponentName(Name = "output")] public readonly BertResidualOutput Output;   // nh·hs → C
 
     public BertAttention(BertConfig config) : base(nameof(BertAttention))
     {
         Self = new BertSelfAttention(config);
-        Output = new BertSelfOutput(config);
+        Output = new BertResidualOutput(config, config.Hidden);
         RegisterComponents();
     }
 
@@ -157,27 +160,6 @@ public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => Activations.Apply(activation, Dense.call(x));
 }
 
-/// <summary>The feed-forward's second half with residual: LayerNorm(dropout(dense(h)) + x), I → C.</summary>
-public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
-{
-    [ComponentName(Name = "dense")] public readonly TunableLinear Dense;   // I → C
-    [ComponentName(Name = "LayerNorm")] public readonly LayerNorm LayerNorm;
-    [ComponentName(Name = "dropout")] readonly Dropout dropout;
-
-    public BertOutput(BertConfig config) : base(nameof(BertOutput))
-    {
-        Dense = new TunableLinear(config.Intermediate, config.Hidden);
-        LayerNorm = nn.LayerNorm(config.Hidden, config.LayerNormEps);
-        dropout = nn.Dropout(config.HiddenDropoutProb);
-        RegisterComponents();
-    }
-
-    /// <param name="h">(B, T, I) from the intermediate layer</param>
-    /// <param name="residual">(B, T, C), the attention sub-block's output</param>
-    public override Tensor forward(Tensor h, Tensor residual) =>
-        LayerNorm.call(dropout.call(Dense.call(h)) + residual);
-}
-
 /// <summary>
 /// One post-norm encoder layer (the LayerNorms sit after each residual sum, unlike GPT-2):
 /// <code>
@@ -189,13 +171,13 @@ public sealed class BertLayer : nn.Module<Tensor, Tensor?, Tensor>
 {
     [ComponentName(Name = "attention")] public readonly BertAttention Attention;
     [ComponentName(Name = "intermediate")] public readonly BertIntermediate Intermediate;
-    [ComponentName(Name = "output")] public readonly BertOutput Output;
+    [ComponentName(Name = "output")] public readonly BertResidualOutput Output;   // I → C
 
     public BertLayer(BertConfig config) : base(nameof(BertLayer))
     {
         Attention = new BertAttention(config);
         Intermediate = new BertIntermediate(config);
-        Output = new BertOutput(config);
+        Output = new BertResidualOutput(config, config.Intermediate);
         RegisterComponents();
     }
 
