@@ -50,6 +50,23 @@ public class LoraTests(ITestOutputHelper output)
         foreach (var m in tuner.Modules) nn.init.normal_(m.Adapter.LoraB, 0, 0.2);
     }
 
+    /// <summary>A (2, 7) batch of ids below every fixture's vocabulary size, for tests that outlive their model.</summary>
+    static Tensor FixedIds() => tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
+
+    /// <summary>
+    /// A tuner attached to <paramref name="model"/> as if trained: random B, so the adapters change the output,
+    /// and every trainable tensor that is not an adapter (the saved head) changed by <paramref name="trainHead"/>.
+    /// </summary>
+    static LoraTuner AttachAsTrained(TransformerModel model, LoraOptions options, Action<Tensor> trainHead)
+    {
+        var tuner = new LoraTuner(options);
+        tuner.Attach(model);
+        RandomiseB(tuner);
+        using var _ = no_grad();
+        foreach (var (_, p) in tuner.TrainableParameters().Where(t => !t.Name.Contains(".lora_"))) trainHead(p);
+        return tuner;
+    }
+
     // ---- targets ----------------------------------------------------------------------------------------------
 
     [Theory]
@@ -408,16 +425,11 @@ public class LoraTests(ITestOutputHelper output)
         string dir = Fixtures.TempDirectory("lora-reload");
         try
         {
-            using var ids = tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
+            using var ids = FixedIds();
             Tensor expected;
             using (var model = LoadEval(family))
             {
-                using var tuner = new LoraTuner(new LoraOptions());
-                tuner.Attach(model);
-                RandomiseB(tuner);
-                using (no_grad())
-                    foreach (var (_, p) in tuner.TrainableParameters().Where(t => !t.Name.Contains(".lora_")))
-                        p.add_(0.1); // the head has "trained" too
+                using var tuner = AttachAsTrained(model, new LoraOptions(), head => head.add_(0.1));
                 expected = Logits(model, ids);
                 tuner.SaveArtifacts(model, dir);
             }
@@ -442,15 +454,12 @@ public class LoraTests(ITestOutputHelper output)
         string dir = Fixtures.TempDirectory("lora-peft-cls");
         try
         {
-            using var ids = tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
+            using var ids = FixedIds();
             Tensor expected;
             using (var model = LoadEval("bert-tiny"))
             {
-                using var tuner = new LoraTuner(new LoraOptions { ModulesToSave = ["classifier"] });
-                tuner.Attach(model);
+                using var tuner = AttachAsTrained(model, new LoraOptions { ModulesToSave = ["classifier"] }, head => head.add_(0.3));
                 Assert.Equal(["classifier"], tuner.SavedModuleNames);
-                RandomiseB(tuner);
-                using (no_grad()) foreach (var (_, p) in tuner.TrainableParameters().Where(t => t.Name.StartsWith("classifier."))) p.add_(0.3);
                 expected = Logits(model, ids);
                 tuner.SaveAdapter(dir);
             }
@@ -538,16 +547,11 @@ public class LoraTests(ITestOutputHelper output)
         string mergedDir = Path.Combine(Fixtures.TempDirectory("lora-merged"), "out");
         try
         {
-            using var ids = tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
+            using var ids = FixedIds();
             Tensor expected;
             using (var model = LoadEval(family))
             {
-                using var tuner = new LoraTuner(new LoraOptions());
-                tuner.Attach(model);
-                RandomiseB(tuner);
-                using (no_grad())
-                    foreach (var (_, p) in tuner.TrainableParameters().Where(t => !t.Name.Contains(".lora_")))
-                        p.mul_(-1.5);
+                using var tuner = AttachAsTrained(model, new LoraOptions(), head => head.mul_(-1.5));
                 tuner.SaveArtifacts(model, adapterDir);
                 tuner.Merge();
                 expected = Logits(model, ids);
