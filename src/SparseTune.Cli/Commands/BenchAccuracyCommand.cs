@@ -20,7 +20,7 @@ public static class BenchAccuracyCommand
         var model = new Option<string?>("--model") { Description = "Model folder (default: the bundled demo model)." };
         var train = new Option<string?>("--train") { Description = "Training data (default: bundled demo data)." };
         var eval = new Option<string?>("--eval") { Description = "Evaluation data (default: bundled demo data)." };
-        var methods = new Option<string>("--methods") { Description = "Comma-separated methods.", DefaultValueFactory = _ => string.Join(",", TunerRegistry.Methods) };
+        var methods = new Option<string>("--methods") { Description = "Comma-separated methods.", DefaultValueFactory = _ => string.Join(",", MethodRegistry.Names) };
         var seeds = new Option<int>("--seeds") { Description = "Seeds per method.", DefaultValueFactory = _ => 3 };
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => FinetuneCommand.DemoEpochs };
         var output = new Option<string>("--output") { Description = "Folder for runs, accuracy.json and accuracy.svg.", DefaultValueFactory = _ => Path.Combine("runs", $"bench-accuracy-{DateTime.Now:yyyyMMdd-HHmmss}") };
@@ -33,15 +33,15 @@ public static class BenchAccuracyCommand
             string trainFile = parse.GetValue(train) ?? (demo ? Demo.TrainFile() : throw new UsageException("--train is required with --model"));
             string? evalFile = parse.GetValue(eval) ?? (demo ? Demo.EvalFile() : throw new UsageException("--eval is required with --model"));
             var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
-            var unknown = methodList.Where(m => !TunerRegistry.Methods.Contains(m)).ToList();
-            if (unknown.Count > 0) throw new UsageException($"unknown method(s) {string.Join(", ", unknown)}; available: {string.Join(", ", TunerRegistry.Methods)}");
+            var unknown = methodList.Where(m => MethodRegistry.Find(m) is null).ToList();
+            if (unknown.Count > 0) throw new UsageException($"unknown method(s) {string.Join(", ", unknown)}; available: {string.Join(", ", MethodRegistry.Names)}");
             if (parse.GetValue(seeds) < 1) throw new UsageException("--seeds must be at least 1");
             string outputDir = parse.GetValue(output)!;
 
             var config = ModelConfig.Load(modelDir);
             using var shape = PretrainedModel.Create(config, PretrainedModel.HeadOf(config));
             long blockParameters = ModuleSelection.BlockLinears(shape).Sum(l => l.Layer.weight.numel());
-            var arms = AccuracyBenchmark.MatchedArms(blockParameters, config.HiddenSize, config.NumLayers, methodList);
+            var arms = AccuracyBenchmark.Arms(new AccuracyBudget(blockParameters, config.HiddenSize, config.NumLayers), methodList);
             var template = new FineTuneOptions
             {
                 ModelDirectory = modelDir,
@@ -51,7 +51,7 @@ public static class BenchAccuracyCommand
             };
             var console = CliSupport.Out;
             var rows = AccuracyBenchmark.Run(template, arms, Enumerable.Range(1, parse.GetValue(seeds)).ToList(),
-                demo ? FinetuneCommand.DemoLearningRate : FinetuneCommand.DefaultLearningRate, line => console.MarkupLine(Markup.Escape(line)));
+                method => demo ? MethodRegistry.Get(method).DemoLearningRate : MethodRegistry.Get(method).DefaultLearningRate, line => console.MarkupLine(Markup.Escape(line)));
 
             var table = new Table().AddColumns("method", "trainable", "weight sparsity", $"{rows[0].Metric} (mean ± std)", "untuned baseline", "seconds/run");
             foreach (var r in rows)

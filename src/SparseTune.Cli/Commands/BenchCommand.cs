@@ -27,7 +27,7 @@ public static class BenchCommand
     {
         var preset = new Option<string?>("--preset") { Description = $"Model shape with random weights: {string.Join(", ", BenchPresets.All.Keys)}." };
         var model = new Option<string?>("--model") { Description = "A Hugging Face model folder whose shape (config.json) to use instead of a preset." };
-        var methods = new Option<string>("--methods") { Description = "Comma-separated methods to measure.", DefaultValueFactory = _ => string.Join(",", TunerRegistry.Methods) };
+        var methods = new Option<string>("--methods") { Description = "Comma-separated methods to measure.", DefaultValueFactory = _ => string.Join(",", MethodRegistry.Names) };
         var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 4 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 512 };
         var steps = new Option<int>("--steps") { Description = "Timed steps per method (median reported).", DefaultValueFactory = _ => 5 };
@@ -55,13 +55,13 @@ public static class BenchCommand
             if (n <= 0) problems.Add("--steps must be positive");
             if (w < 1) problems.Add("--warmup must be at least 1");
             var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
-            problems.AddRange(methodList.Where(m => !TunerRegistry.Methods.Contains(m)).Select(m => $"unknown method '{m}' (available: {string.Join(", ", TunerRegistry.Methods)})"));
+            problems.AddRange(methodList.Where(m => MethodRegistry.Find(m) is null).Select(m => $"unknown method '{m}' (available: {string.Join(", ", MethodRegistry.Names)})"));
             if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
 
             if (parse.GetValue(single) is { } one)
             {
                 // Child process: measure one method and print its JSON row.
-                var row = MethodBenchmark.Run(config, head, one, new MethodOptions(), b, s, w, n, parse.GetValue(gemm));
+                var row = MethodBenchmark.Run(config, head, one, null, b, s, w, n, parse.GetValue(gemm));
                 Console.WriteLine(JsonSerializer.Serialize(row, Json));
                 return 0;
             }

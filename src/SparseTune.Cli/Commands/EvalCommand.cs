@@ -3,7 +3,7 @@ using SparseTune.Data;
 using SparseTune.Generation;
 using SparseTune.Models;
 using SparseTune.Tokenization;
-using SparseTune.Tuners.Lora;
+using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
 
@@ -12,7 +12,7 @@ public sealed record EvalOptions
 {
     public required string ModelDirectory { get; init; }
     public required string DataFile { get; init; }
-    /// <summary>A PEFT LoRA adapter folder to attach to the model; null: the model as it is.</summary>
+    /// <summary>Any method's artifact (a LoRA adapter folder, a sparse delta, …) to merge into the model; null: the model as it is.</summary>
     public string? AdapterDirectory { get; init; }
     public GenerationOptions Generation { get; init; } = new();
     /// <summary>Evaluate only the first this-many meaning representations; 0: all.</summary>
@@ -31,7 +31,7 @@ public sealed record EvalOptions
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
         else if (!E2EData.LooksLikeE2E(DataFile))
             problems.Add($"--data: {DataFile} is not E2E JSONL (its first line needs \"{E2EData.MeaningRepresentationField}\" and \"{E2EData.ReferenceField}\"); eval supports E2E data only");
-        if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory)) problems.Add($"--adapter: folder not found: {AdapterDirectory}");
+        if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory) && !File.Exists(AdapterDirectory)) problems.Add($"--adapter: not found: {AdapterDirectory}");
         if (Limit < 0) problems.Add("--limit must be 0 (all) or more");
         return problems;
     }
@@ -49,7 +49,7 @@ public static class EvalCommand
     {
         var model = new Option<string>("--model") { Description = "Hugging Face causal-LM folder (config.json, *.safetensors, tokenizer files).", Required = true };
         var data = new Option<string>("--data") { Description = "E2E JSONL: one {\"meaning_representation\", \"reference\"} object a line, several lines per MR. Only E2E data is supported.", Required = true };
-        var adapter = new Option<string?>("--adapter") { Description = "PEFT LoRA adapter folder to attach (adapter_config.json + adapter_model.safetensors)." };
+        var adapter = new Option<string?>("--adapter", "--delta") { Description = "Any method's artifact to merge into --model first: a LoRA adapter folder, a sparse delta or sparse-weights file, or a run folder holding one." };
         var beams = new Option<int>("--beams") { Description = "Beam size; 1 decodes greedily.", DefaultValueFactory = _ => 10 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate per MR (EOS included).", DefaultValueFactory = _ => 64 };
         var lengthPenalty = new Option<double>("--length-penalty") { Description = "Beam score = log p / length^α (Hugging Face's length_penalty).", DefaultValueFactory = _ => 0.8 };
@@ -106,11 +106,7 @@ public static class EvalCommand
         var groups = options.Limit > 0 ? references.Groups.Take(options.Limit).ToList() : references.Groups;
         if (groups.Count == 0) throw new InvalidDataException($"{options.DataFile}: no meaning representations to evaluate");
 
-        using TransformerModel net = PretrainedModel.Load(options.ModelDirectory, ModelHead.CausalLM, null, out var loadReport);
-        if (loadReport.NewlyInitialised.Count > 0)
-            log?.Invoke($"warning: the checkpoint has no causal-LM head; newly initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
-        using LoraTuner? lora = options.AdapterDirectory is null ? null : LoraTuner.LoadAdapter(net, options.AdapterDirectory);
-        if (lora is not null) log?.Invoke($"attached LoRA adapter from {options.AdapterDirectory} ({lora.Modules.Count} layers)");
+        using TransformerModel net = LoadModel(options, log);
 
         int every = Math.Max(1, groups.Count / 10);
         var progress = new SynchronousProgress(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });
@@ -118,6 +114,26 @@ public static class EvalCommand
             options.Tokenizer, options.Lowercase, progress);
         if (options.OutputFile is not null) E2EEvaluator.WritePredictions(options.OutputFile, result.Predictions);
         return result;
+    }
+
+    /// <summary>The model, with any method's artifact (--adapter) merged into it.</summary>
+    static TransformerModel LoadModel(EvalOptions options, Action<string>? log)
+    {
+        if (options.AdapterDirectory is null)
+        {
+            var model = PretrainedModel.Load(options.ModelDirectory, ModelHead.CausalLM, null, out var loadReport);
+            if (loadReport.NewlyInitialised.Count > 0)
+                log?.Invoke($"warning: the checkpoint has no causal-LM head; newly initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
+            return model;
+        }
+        var tuned = MethodArtifacts.LoadWithArtifact(options.ModelDirectory, options.AdapterDirectory, out string artifact);
+        if (tuned.Head != ModelHead.CausalLM)
+        {
+            tuned.Dispose();
+            throw new InvalidDataException($"{artifact} was trained for {tuned.Head}, not a causal language model");
+        }
+        log?.Invoke($"merged {artifact} into {options.ModelDirectory}");
+        return tuned;
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and print out of order).</summary>

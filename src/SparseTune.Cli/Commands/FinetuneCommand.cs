@@ -3,9 +3,6 @@ using Spectre.Console;
 using SparseTune.Data;
 using SparseTune.Training;
 using SparseTune.Tuners;
-using SparseTune.Tuners.Lora;
-using SparseTune.Tuners.Pst;
-using SparseTune.Tuners.Sift;
 
 namespace SparseTune.Cli.Commands;
 
@@ -16,18 +13,8 @@ namespace SparseTune.Cli.Commands;
 /// </summary>
 public static class FinetuneCommand
 {
-    /// <summary>Learning rates per method when --lr is not given: low-rank and sparse updates take larger steps.</summary>
-    static readonly Dictionary<string, double> DefaultLearningRates = new() { ["full"] = 5e-5, ["lora"] = 5e-4, ["sift"] = 5e-4, ["pst"] = 1e-4 };
-
-    /// <summary>The bundled demo's tiny model from scratch-pretraining wants larger steps (measured on its eval set).</summary>
-    static readonly Dictionary<string, double> DemoLearningRates = new() { ["full"] = 1e-3, ["lora"] = 5e-3, ["sift"] = 1e-2, ["pst"] = 1e-3 };
-
     /// <summary>Epochs of the bundled demo when --epochs is not given (about 45 s per method on 2 cores).</summary>
     public const int DemoEpochs = 10;
-
-    public static double DefaultLearningRate(string method) => DefaultLearningRates.GetValueOrDefault(method, 1e-4);
-
-    public static double DemoLearningRate(string method) => DemoLearningRates.GetValueOrDefault(method, 1e-3);
 
     public static Command Create()
     {
@@ -35,13 +22,21 @@ public static class FinetuneCommand
         var train = new Option<string?>("--train") { Description = "Training data: CSV/TSV/JSONL (classification), .txt (causal LM), Alpaca JSONL (default: bundled demo data)." };
         var eval = new Option<string?>("--eval") { Description = "Evaluation data in the same format." };
         var data = new Option<DataKind>("--data") { Description = "How to read the data.", DefaultValueFactory = _ => DataKind.Auto };
-        var method = new Option<string>("--method") { Description = $"Fine-tuning method: {string.Join(", ", TunerRegistry.Methods)}.", DefaultValueFactory = _ => "lora" };
+        var method = new Option<string>("--method")
+        {
+            Description = "Fine-tuning method: " + string.Join("; ", MethodRegistry.All.Select(m => $"{m.Name} — {m.Summary}")) + ".",
+            DefaultValueFactory = _ => "lora",
+        };
         var output = new Option<string?>("--output") { Description = "Output folder (default: a new folder under runs/)." };
         var epochs = new Option<int?>("--epochs") { Description = $"Passes over the training data (default 3; the bundled demo {DemoEpochs})." };
         var maxSteps = new Option<int?>("--max-steps") { Description = "Optimizer steps (overrides --epochs)." };
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per micro-batch." };
         var gradAccum = new Option<int>("--grad-accum") { DefaultValueFactory = _ => 1, Description = "Micro-batches per optimizer step." };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default per method: full 5e-5, lora/sift 5e-4, pst 1e-4; on the bundled demo full 1e-3, lora 5e-3, sift 1e-2, pst 1e-3)." };
+        var lr = new Option<double?>("--lr")
+        {
+            Description = "Peak learning rate (default per method: " + string.Join(", ", MethodRegistry.All.Select(m => $"{m.Name} {m.DefaultLearningRate:G}"))
+                + "; on the bundled demo " + string.Join(", ", MethodRegistry.All.Select(m => $"{m.Name} {m.DemoLearningRate:G}")) + ").",
+        };
         var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
         var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
         var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };
@@ -58,36 +53,25 @@ public static class FinetuneCommand
         var labelColumn = new Option<string>("--label-column") { DefaultValueFactory = _ => "label", Description = "Label column." };
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping." };
         var groupByLength = new Option<bool>("--group-by-length") { Description = "Batch similar lengths together (less padding)." };
-        // LoRA
-        var loraRank = new Option<int>("--lora-rank") { DefaultValueFactory = _ => 8, Description = "LoRA rank r." };
-        var loraAlpha = new Option<double>("--lora-alpha") { DefaultValueFactory = _ => 16, Description = "LoRA alpha (scaling alpha/r)." };
-        var loraDropout = new Option<double>("--lora-dropout") { DefaultValueFactory = _ => 0.05, Description = "Dropout on the LoRA input." };
-        var targets = new Option<string?>("--target-modules") { Description = "Comma-separated layer names a method adapts (LoRA default per family; 'all-linear'; SIFT default all block linears)." };
-        var modulesToSave = new Option<string?>("--modules-to-save") { Description = "Comma-separated modules trained in full besides the adapter (default: the task head)." };
-        // SIFT
-        var sparseRate = new Option<double>("--sparse-rate") { DefaultValueFactory = _ => 0.01, Description = "SIFT: fraction of each targeted matrix that trains." };
-        var selection = new Option<SiftSelection>("--selection") { DefaultValueFactory = _ => SiftSelection.Gradient, Description = "SIFT: how components are chosen." };
-        var selectionBatches = new Option<int>("--selection-batches") { DefaultValueFactory = _ => 1, Description = "SIFT: batches whose gradients choose the components." };
-        var exceptions = new Option<string?>("--exception-modules") { Description = "SIFT: modules trained densely (default: the task head)." };
-        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute transformer blocks in backward to save activation memory." };
-        // PST
-        var sparsity = new Option<double>("--sparsity") { DefaultValueFactory = _ => 0.9, Description = "PST: final fraction of each targeted weight matrix pruned to zero." };
-        var initialSparsity = new Option<double>("--initial-sparsity") { DefaultValueFactory = _ => 0.0, Description = "PST: sparsity before the cubic schedule starts." };
-        var sparsityWarmup = new Option<double>("--sparsity-warmup") { DefaultValueFactory = _ => 0.1, Description = "PST: share of steps at the initial sparsity." };
-        var sparsityCooldown = new Option<double>("--sparsity-cooldown") { DefaultValueFactory = _ => 0.3, Description = "PST: share of final steps at the final sparsity." };
-        var pstRank = new Option<int>("--pst-rank") { DefaultValueFactory = _ => 8, Description = "PST: rank of the weight update U·V." };
-        var importanceRank = new Option<int>("--importance-rank") { DefaultValueFactory = _ => 8, Description = "PST: rank of the learned importance A·B." };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute transformer blocks in backward to save activation memory (every method)." };
+        var modulesToSave = new Option<string?>("--modules-to-save", "--exception-modules")
+        {
+            Description = "Comma-separated modules trained in full beside the method's own tensors, for every method (default: the task head for classification, nothing for a language model).",
+        };
+        var methodFlags = MethodFlagOptions.Create();
 
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
             maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength,
-            loraRank, loraAlpha, loraDropout, targets, modulesToSave, sparseRate, selection, selectionBatches, exceptions, checkpointing,
-            sparsity, initialSparsity, sparsityWarmup, sparsityCooldown, pstRank, importanceRank,
+            checkpointing, modulesToSave,
         };
+        methodFlags.AddTo(command);
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             string chosenMethod = parse.GetValue(method)!;
+            MethodDescriptor descriptor = MethodRegistry.Find(chosenMethod)
+                ?? throw new UsageException($"--method: unknown '{chosenMethod}' (available: {string.Join(", ", MethodRegistry.Names)})");
             bool demo = parse.GetValue(model) is null && parse.GetValue(train) is null;
             string modelDir = parse.GetValue(model) ?? Demo.ModelDirectory();
             string trainFile = parse.GetValue(train) ?? (demo ? Demo.TrainFile() : throw new UsageException("--train is required with --model"));
@@ -115,7 +99,7 @@ public static class FinetuneCommand
                     MaxSteps = parse.GetValue(maxSteps),
                     BatchSize = parse.GetValue(batchSize),
                     GradientAccumulation = parse.GetValue(gradAccum),
-                    LearningRate = parse.GetValue(lr) ?? (demo ? DemoLearningRate(chosenMethod) : DefaultLearningRate(chosenMethod)),
+                    LearningRate = parse.GetValue(lr) ?? (demo ? descriptor.DemoLearningRate : descriptor.DefaultLearningRate),
                     WeightDecay = parse.GetValue(weightDecay),
                     Schedule = parse.GetValue(schedule),
                     WarmupRatio = parse.GetValue(warmupRatio),
@@ -127,13 +111,10 @@ public static class FinetuneCommand
                     ResumeFrom = parse.GetValue(resume),
                     EvaluateBaseline = !parse.GetValue(noBaseline),
                     OutputDirectory = outputDir,
+                    GradientCheckpointing = parse.GetValue(checkpointing),
+                    TrainedModules = List(modulesToSave),
                 },
-                MethodOptions = new MethodOptions
-                {
-                    Lora = new LoraOptions { Rank = parse.GetValue(loraRank), Alpha = parse.GetValue(loraAlpha), Dropout = parse.GetValue(loraDropout), TargetModules = List(targets), ModulesToSave = List(modulesToSave) },
-                    Pst = new PstOptions { FinalSparsity = parse.GetValue(sparsity), InitialSparsity = parse.GetValue(initialSparsity), WarmupRatio = parse.GetValue(sparsityWarmup), CooldownRatio = parse.GetValue(sparsityCooldown), UpdateRank = parse.GetValue(pstRank), ImportanceRank = parse.GetValue(importanceRank), TargetModules = List(targets) },
-                    Sift = new SiftOptions { SparseRate = parse.GetValue(sparseRate), Selection = parse.GetValue(selection), SelectionBatches = parse.GetValue(selectionBatches), TargetModules = List(targets), ExceptionModules = List(exceptions), GradientCheckpointing = parse.GetValue(checkpointing) },
-                },
+                MethodOptions = methodFlags.Bind(parse, descriptor),
             };
             var problems = options.Problems();
             if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));

@@ -2,14 +2,8 @@ using System.Globalization;
 using System.Text;
 using SparseTune.Training;
 using SparseTune.Tuners;
-using SparseTune.Tuners.Lora;
-using SparseTune.Tuners.Pst;
-using SparseTune.Tuners.Sift;
 
 namespace SparseTune.Benchmarks;
-
-/// <summary>One method configuration of the accuracy comparison.</summary>
-public sealed record AccuracyArm(string Label, string Method, MethodOptions Options, double? LearningRate = null);
 
 /// <summary>Mean and spread of one arm over seeds.</summary>
 public sealed record AccuracyRow(string Label, string Method, long TrainableParameters, double WeightSparsity, string Metric,
@@ -22,29 +16,11 @@ public sealed record AccuracyRow(string Label, string Method, long TrainablePara
 public static class AccuracyBenchmark
 {
     /// <summary>
-    /// Arms at matched budgets for a model whose block linears hold <paramref name="blockParameters"/> weights:
-    /// SIFT at 1% against LoRA whose rank gives about the same trainable count on query/value, plus full fine-tuning.
+    /// Every chosen method's arms (<see cref="MethodDescriptor.AccuracyArms"/>) for a model of this size: SIFT at 1%
+    /// against LoRA whose rank gives about the same trainable count, PST at its paper's sparsities, full fine-tuning.
     /// </summary>
-    /// <summary>Final sparsities of the PST arms.</summary>
-    public static readonly IReadOnlyList<double> PstSparsities = [0.5, 0.7, 0.9];
-
-    public static IReadOnlyList<AccuracyArm> MatchedArms(long blockParameters, int hidden, int layers, IReadOnlyList<string> methods)
-    {
-        long siftBudget = (long)Math.Ceiling(0.01 * blockParameters);
-        // LoRA on query and value: 2 modules × layers × r × (hidden + hidden) parameters.
-        int rank = Math.Max(1, (int)Math.Round(siftBudget / (4.0 * hidden * layers)));
-        var arms = new List<AccuracyArm>();
-        if (methods.Contains("full")) arms.Add(new("full", "full", new MethodOptions()));
-        if (methods.Contains("lora")) arms.Add(new($"lora r={rank}", "lora", new MethodOptions { Lora = new LoraOptions { Rank = rank, Alpha = 2 * rank } }));
-        if (methods.Contains("sift")) arms.Add(new("sift 1%", "sift", new MethodOptions { Sift = new SiftOptions { SparseRate = 0.01 } }));
-        // PST at the sparsities its paper reports (final model 50%, 70%, 90% zeros in the block linears).
-        if (methods.Contains("pst"))
-            foreach (double sparsity in PstSparsities)
-                arms.Add(new(string.Create(CultureInfo.InvariantCulture, $"pst {sparsity * 100:0}%"), "pst", new MethodOptions { Pst = new PstOptions { FinalSparsity = sparsity } }));
-        foreach (string other in methods.Where(m => m is not ("full" or "lora" or "sift" or "pst")))
-            arms.Add(new(other, other, new MethodOptions()));
-        return arms;
-    }
+    public static IReadOnlyList<AccuracyArm> Arms(AccuracyBudget budget, IReadOnlyList<string> methods) =>
+        methods.SelectMany(m => MethodRegistry.Get(m).AccuracyArms(budget)).ToList();
 
     public static List<AccuracyRow> Run(FineTuneOptions template, IReadOnlyList<AccuracyArm> arms, IReadOnlyList<int> seeds,
         Func<string, double> defaultLearningRate, Action<string>? log = null)

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using SparseTune.Models;
 using SparseTune.Training;
 using SparseTune.Tuners;
-using SparseTune.Tuners.Lora;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -50,13 +49,13 @@ public sealed class RandomBatches(int vocabSize, int batch, int sequenceLength, 
 /// </summary>
 public static class MethodBenchmark
 {
-    public static MethodMeasurement Run(ModelConfig config, ModelHead head, string method, MethodOptions options,
+    public static MethodMeasurement Run(ModelConfig config, ModelHead head, string method, IMethodOptions? options,
         int batch, int sequenceLength, int warmupSteps, int steps, double gemmGflops)
     {
         torch.random.manual_seed(0);
         using var model = PretrainedModel.Create(config, head);
         var task = head == ModelHead.SequenceClassification ? TaskKind.Classification : TaskKind.CausalLM;
-        using var tuner = TunerRegistry.Create(method, options);
+        using var tuner = MethodRegistry.CreateTuner(method, options);
         var data = new RandomBatches(config.VocabSize, batch, sequenceLength, task, Math.Max(2, config.NumLabels));
         var stepEnds = new List<double>();
         var clock = Stopwatch.StartNew();
@@ -87,8 +86,7 @@ public static class MethodBenchmark
             + tuner.TrainableParameters().Where(t => !model.parameters().Any(p => p.Handle == t.Parameter.Handle)).Sum(t => t.Parameter.numel() * t.Parameter.ElementSize);
 
         // Inference runs on the plain model each method ships: LoRA merged, sparse updates already in W.
-        if (tuner is LoraTuner lora) lora.MergeAndDetach();
-        foreach (var (_, layer) in model.NamedLinears()) layer.Adapter = null;
+        tuner.MergeIntoModel(model);
         double inference = InferenceSeconds(model, data, Math.Max(3, steps));
         return new MethodMeasurement
         {

@@ -4,6 +4,7 @@ using SparseTune.Models;
 using SparseTune.Tokenization;
 using SparseTune.Training;
 using SparseTune.Tuners;
+using SparseTune.Tuners.Full;
 using TorchSharp;
 using static TorchSharp.torch;
 

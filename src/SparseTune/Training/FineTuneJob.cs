@@ -4,7 +4,6 @@ using SparseTune.Metrics;
 using SparseTune.Models;
 using SparseTune.Tokenization;
 using SparseTune.Tuners;
-using SparseTune.Tuners.Lora;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,7 +32,8 @@ public sealed record FineTuneOptions
     public string? EvalFile { get; init; }
     public DataKind Data { get; init; } = DataKind.Auto;
     public string Method { get; init; } = "lora";
-    public MethodOptions MethodOptions { get; init; } = new();
+    /// <summary>The chosen method's options record (its descriptor's OptionsType); null: the method's defaults.</summary>
+    public IMethodOptions? MethodOptions { get; init; }
     public TrainingOptions Training { get; init; } = new();
     public ClassificationDataOptions Columns { get; init; } = new();
     /// <summary>Token budget per example (classification, Alpaca) or block size (plain text).</summary>
@@ -48,11 +48,10 @@ public sealed record FineTuneOptions
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
         if (!File.Exists(TrainFile)) problems.Add($"--train: file not found: {TrainFile}");
         if (EvalFile is not null && !File.Exists(EvalFile)) problems.Add($"--eval: file not found: {EvalFile}");
-        if (!TunerRegistry.Methods.Contains(Method)) problems.Add($"--method: unknown '{Method}' (available: {string.Join(", ", TunerRegistry.Methods)})");
         if (MaxLength < 4) problems.Add("--max-length must be at least 4");
-        problems.AddRange(MethodOptions.Lora.Problems().Select(p => "lora: " + p));
-        problems.AddRange(MethodOptions.Sift.Problems().Select(p => "sift: " + p));
-        problems.AddRange(MethodOptions.Pst.Problems().Select(p => "pst: " + p));
+        // Only the chosen method's options are validated.
+        if (MethodRegistry.Find(Method) is { } method) problems.AddRange(method.Problems(MethodOptions ?? method.DefaultOptions));
+        else problems.Add($"--method: unknown '{Method}' (available: {string.Join(", ", MethodRegistry.Names)})");
         return problems;
     }
 }
@@ -98,8 +97,8 @@ public static class FineTuneJob
         var train = new Batcher(trainExamples, task, encoder.PadId, batcherOptions);
         var eval = evalExamples is null ? null : new Batcher(evalExamples, task, encoder.PadId, batcherOptions with { Shuffle = false, GroupByLength = false });
 
-        using Tuner tuner = TunerRegistry.Create(options.Method, options.MethodOptions);
-        if (tuner is LoraTuner lora) lora.BaseModelNameOrPath = Path.GetFullPath(options.ModelDirectory);
+        using Tuner tuner = MethodRegistry.CreateTuner(options.Method, options.MethodOptions,
+            new TunerContext { TrainedModules = options.Training.TrainedModules, BaseModelPath = Path.GetFullPath(options.ModelDirectory) });
         var trainer = new Trainer(model, tuner, task, options.Training)
         {
             Progress = progress,
@@ -109,18 +108,7 @@ public static class FineTuneJob
         TrainingResult result = trainer.Run(train);
         string summary = Trainer.TrainableSummary(model, tuner);
 
-        // Outputs: the method's own files, and a full model folder when the method changed the model's weights.
-        var outputs = new Dictionary<string, string>();
-        tuner.SaveArtifacts(model, output);
-        if (tuner is LoraTuner) outputs["adapter"] = output;
-        if (File.Exists(Path.Combine(output, SparseDelta.FileName))) outputs["sparse_delta"] = Path.Combine(output, SparseDelta.FileName);
-        if (tuner.ModifiesBaseWeights)
-        {
-            string modelDir = Path.Combine(output, "model");
-            PretrainedModel.Save(model, modelDir);
-            PretrainedModel.CopyTokenizerFiles(options.ModelDirectory, modelDir);
-            outputs["model"] = modelDir;
-        }
+        var outputs = SaveOutputs(model, tuner, output, options.ModelDirectory);
         string metricName = MetricSet.NamesOf(task)[0];
         string plot = Path.Combine(output, "training-curve.svg");
         LossPlot.WriteSvg(plot, result.LossCurve,
@@ -154,6 +142,24 @@ public static class FineTuneJob
         };
         report.Save(reportPath);
         return new FineTuneOutcome(report, output, outputs, summary, skipped);
+    }
+
+    /// <summary>
+    /// What a method ships: its own files (what <see cref="Tuner.SaveArtifacts"/> says it wrote), and the whole
+    /// model folder (with the tokenizer files of <paramref name="tokenizerSource"/>) when the method changed the
+    /// model's weights. Returns output name → path for report.json.
+    /// </summary>
+    public static Dictionary<string, string> SaveOutputs(TransformerModel model, Tuner tuner, string output, string tokenizerSource)
+    {
+        var outputs = new Dictionary<string, string>(tuner.SaveArtifacts(model, output));
+        if (tuner.ModifiesBaseWeights)
+        {
+            string modelDir = Path.Combine(output, "model");
+            PretrainedModel.Save(model, modelDir);
+            PretrainedModel.CopyTokenizerFiles(tokenizerSource, modelDir);
+            outputs["model"] = modelDir;
+        }
+        return outputs;
     }
 
     static DataKind ResolveKind(FineTuneOptions options)

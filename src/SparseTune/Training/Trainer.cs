@@ -34,7 +34,7 @@ public sealed record TrainingResult
 
 /// <summary>
 /// The one training loop. Methods plug in through <see cref="Tuner"/> hooks; the loop itself knows nothing of
-/// LoRA, SIFT or masks. Read top to bottom: set-up → (resume) → baseline eval → steps → final eval → finish.
+/// LoRA, SIFT or masks. Read top to bottom: set-up → (resume) → baseline eval → steps → finish → final eval.
 /// </summary>
 public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, TrainingOptions options)
 {
@@ -63,6 +63,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         var schedule = new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, totalSteps);
 
         tuner.Attach(model);
+        model.GradientCheckpointing = options.GradientCheckpointing;
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();
@@ -161,9 +162,11 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             }
         }
 
-        var finalEval = Evaluate is null ? new Dictionary<string, double>() : RunEvaluation(state, metricsLog, totalSteps);
-        tuner.Finish(model);
         optimizer.Dispose();
+        model.GradientCheckpointing = false;
+        // Finish first (final pruning, merges): the final evaluation scores the model the method ships.
+        tuner.Finish(model);
+        var finalEval = Evaluate is null ? new Dictionary<string, double>() : RunEvaluation(state, metricsLog, totalSteps);
         double wall = wallBefore + stopwatch.Elapsed.TotalSeconds;
         var trainable = tuner.TrainableParameters().ToList();
         return new TrainingResult

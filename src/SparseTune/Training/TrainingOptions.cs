@@ -30,6 +30,13 @@ public sealed record TrainingOptions
     public string OutputDirectory { get; init; } = "runs/run";
     /// <summary>A checkpoint folder written by an earlier run (OUTPUT/checkpoint) to continue from.</summary>
     public string? ResumeFrom { get; init; }
+    /// <summary>Recompute each transformer block in backward instead of keeping its activations (every method).</summary>
+    public bool GradientCheckpointing { get; init; }
+    /// <summary>
+    /// Modules trained in full beside the method's own tensors, for every method (PEFT's modules_to_save, SIFT's
+    /// exception modules), matched as PEFT does. Null: the task head for classification, nothing for a language model.
+    /// </summary>
+    public IReadOnlyList<string>? TrainedModules { get; init; }
 
     /// <summary>Names whose parameters get no weight decay (biases and norms, as the transformers examples).</summary>
     public static bool IsNoDecay(string parameterName) =>
@@ -53,6 +60,8 @@ public sealed record TrainingOptions
         if (MaxGradNorm < 0) problems.Add("--max-grad-norm must be ≥ 0");
         if (EvalEvery < 0) problems.Add("--eval-every must be ≥ 0");
         if (SaveEvery < 0) problems.Add("--save-every must be ≥ 0");
+        if (TrainedModules is { Count: 0 } || TrainedModules?.Any(string.IsNullOrWhiteSpace) == true)
+            problems.Add("--modules-to-save: name at least one module, and no empty names (leave it unset for the task head)");
         return problems;
     }
 }

@@ -35,4 +35,21 @@ public static class ModuleSelection
         }
         return candidates.Where(c => Matches(c.Name, targets)).ToList();
     }
+
+    /// <summary>
+    /// Full module names of the modules trained in full (PEFT's modules_to_save), one rule for every method:
+    /// null means the model's task head for classification and nothing for a language model (as PEFT's SEQ_CLS
+    /// and CAUSAL_LM task types do); a given name matches like PEFT (equal, or a suffix after "."), and a name that
+    /// matches nothing is an error. A module inside another matched module is covered by its parent.
+    /// </summary>
+    public static List<string> ResolveTrainedModules(TransformerModel model, IReadOnlyList<string>? names)
+    {
+        if (names is null) return model.Head == ModelHead.SequenceClassification ? model.HeadModuleNames.ToList() : [];
+        var all = model.named_modules().Select(m => m.name).Where(n => n.Length > 0).ToList();
+        var unmatched = names.Where(n => !all.Any(m => Matches(m, [n]))).ToList();
+        if (unmatched.Count > 0)
+            throw new ArgumentException($"module(s) trained in full {string.Join(", ", unmatched)} match no module of this {model.Config.ModelType} model; its top-level modules: {string.Join(", ", model.named_children().Select(c => c.name))}");
+        var matched = all.Where(m => Matches(m, names)).ToList();
+        return matched.Where(m => !matched.Any(p => p != m && m.StartsWith(p + ".", StringComparison.Ordinal))).ToList();
+    }
 }

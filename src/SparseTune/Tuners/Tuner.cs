@@ -11,16 +11,18 @@ public sealed record TrainingStepContext(TransformerModel Model, int Step, int T
 /// A fine-tuning method. The trainer calls these hooks in this order:
 /// <code>
 ///   Attach(model)                         once: freeze by structure, wrap linear layers
+///   Prepare(model, batches)               once, not on resume: e.g. SIFT's gradient selection
 ///   for each optimizer step:
 ///     BeforeStep(ctx)                     e.g. recompute masks for the sparsity schedule
 ///     for each micro-batch: forward → loss + ExtraLoss(ctx) → backward
 ///     [optimizer step on TrainableParameters()]
 ///     AfterOptimizerStep(ctx)             e.g. merge sparse values into W; returns true when the
 ///                                         set or shapes of trainable tensors changed (optimizer rebuilt)
-///   Finish(model)                         once: final pruning / merges before the model is saved
-///   SaveArtifacts(dir)                    adapter files, sparse deltas
+///   Finish(model)                         once: final pruning / merges; the final evaluation scores the model after it
+///   SaveArtifacts(model, dir)             adapter files, sparse files; returns what it wrote
 /// </code>
-/// Methods never copy the loop; they only implement these hooks.
+/// Methods never copy the loop; they only implement these hooks. A method is declared by a
+/// <see cref="MethodDescriptor"/> in its own folder, which builds its tuner.
 /// </summary>
 public abstract class Tuner : IDisposable
 {
@@ -30,11 +32,15 @@ public abstract class Tuner : IDisposable
     /// <summary>Options as written to report.json.</summary>
     public abstract object Options { get; }
 
+    /// <summary>The options every method shares (modules trained in full, the base model's path).</summary>
+    public TunerContext Context { get; internal set; } = TunerContext.Default;
+
     public abstract void Attach(TransformerModel model);
 
     /// <summary>
     /// True when training changes the base model's own weights (full fine-tuning; SIFT merges its deltas
-    /// into W): checkpoints then hold the whole model, else only the trainable tensors.
+    /// into W; pruning methods): checkpoints then hold the whole model, else only the trainable tensors, and the
+    /// run saves the whole model.
     /// </summary>
     public virtual bool ModifiesBaseWeights => false;
 
@@ -58,8 +64,26 @@ public abstract class Tuner : IDisposable
 
     public virtual void Finish(TransformerModel model) { }
 
-    /// <summary>Writes method-specific files (e.g. a PEFT adapter) into the output folder.</summary>
-    public virtual void SaveArtifacts(TransformerModel model, string outputDirectory) { }
+    /// <summary>
+    /// Writes the method's own files (e.g. a PEFT adapter, a sparse-matrix file) into the output folder and returns
+    /// what it wrote: a short name (report.json's outputs key) → path. The run adds the model folder itself when
+    /// <see cref="ModifiesBaseWeights"/>.
+    /// </summary>
+    public virtual IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory) =>
+        new Dictionary<string, string>();
+
+    /// <summary>
+    /// Folds whatever the method adds into the model's own weights and removes its adapters, leaving the plain
+    /// model the method ships (LoRA merges; sparse updates are already in W). Called after <see cref="Finish"/>.
+    /// </summary>
+    public virtual void MergeIntoModel(TransformerModel model)
+    {
+        foreach (var (_, layer) in model.NamedLinears())
+        {
+            if (layer.Adapter is null) continue;
+            throw new InvalidOperationException($"{Name}: {layer.Adapter.GetType().Name} is still attached; the method must merge it");
+        }
+    }
 
     /// <summary>Tuner state to checkpoint besides the trainable tensors (indices, masks); name → tensor.</summary>
     public virtual IEnumerable<KeyValuePair<string, Tensor>> ExtraState() => [];
@@ -74,6 +98,10 @@ public abstract class Tuner : IDisposable
         foreach (var p in model.parameters()) p.requires_grad = false;
     }
 
+    /// <summary>Full names of the modules trained in full (<see cref="TunerContext.TrainedModules"/>, resolved against the model).</summary>
+    protected IReadOnlyList<string> ResolveTrainedModules(TransformerModel model) =>
+        ModuleSelection.ResolveTrainedModules(model, Context.TrainedModules);
+
     /// <summary>The model's own parameters under the given module prefixes (e.g. classification heads).</summary>
     protected static IEnumerable<(string Name, Parameter Parameter)> ParametersUnder(TransformerModel model, IEnumerable<string> prefixes)
     {
@@ -82,22 +110,4 @@ public abstract class Tuner : IDisposable
             if (list.Any(h => name == h || name.StartsWith(h + ".", StringComparison.Ordinal)))
                 yield return (name, p);
     }
-}
-
-/// <summary>Full fine-tuning: every parameter trains.</summary>
-public sealed class FullFineTuner : Tuner
-{
-    TransformerModel? model;
-    public override string Name => "full";
-    public override object Options => new { };
-    public override bool ModifiesBaseWeights => true;
-
-    public override void Attach(TransformerModel model)
-    {
-        this.model = model;
-        foreach (var p in model.parameters()) p.requires_grad = true;
-    }
-
-    public override IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
-        model?.named_parameters().Select(t => (t.name, t.parameter)) ?? throw new InvalidOperationException("Attach first");
 }

@@ -1,6 +1,10 @@
 using SparseTune.Benchmarks;
 using SparseTune.Models;
 using SparseTune.Tests.Support;
+using SparseTune.Tuners;
+using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Pst;
+using SparseTune.Tuners.Sift;
 using Xunit;
 
 namespace SparseTune.Tests.Benchmarks;
@@ -32,11 +36,11 @@ public class BenchmarkTests
     public void MatchedArmsGiveLoraTheTrainableCountOfSiftAtOnePercent()
     {
         // Demo shape: 4 layers, hidden 128, FFN 512 → 786,432 block weights; 1% = 7,865; LoRA q,v: 2·4·r·256 = 2,048·r → r = 4.
-        var arms = AccuracyBenchmark.MatchedArms(786_432, 128, 4, ["full", "lora", "sift", "pst"]);
+        var arms = AccuracyBenchmark.Arms(new AccuracyBudget(786_432, 128, 4), ["full", "lora", "sift", "pst"]);
         Assert.Equal(["full", "lora r=4", "sift 1%", "pst 50%", "pst 70%", "pst 90%"], arms.Select(a => a.Label).ToArray());
-        Assert.Equal(4, arms[1].Options.Lora.Rank);
-        Assert.Equal(0.01, arms[2].Options.Sift.SparseRate);
-        Assert.Equal([0.5, 0.7, 0.9], arms.Skip(3).Select(a => a.Options.Pst.FinalSparsity).ToArray());
+        Assert.Equal(4, Assert.IsType<LoraOptions>(arms[1].Options).Rank);
+        Assert.Equal(0.01, Assert.IsType<SiftOptions>(arms[2].Options).SparseRate);
+        Assert.Equal([0.5, 0.7, 0.9], arms.Skip(3).Select(a => Assert.IsType<PstOptions>(a.Options).FinalSparsity).ToArray());
     }
 
     [Fact]

@@ -9,6 +9,7 @@ using SparseTune.Models;
 using SparseTune.Tests.Support;
 using SparseTune.Tuners;
 using SparseTune.Tuners.Lora;
+using SparseTune.Tuners.Sift;
 using Xunit;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -367,7 +368,7 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
         var result = Cli("finetune", "--model", BertWithVocab(), "--train", GoodTrain(), "--method", "foo", "--output", Path.Combine(temp, "run"));
         Assert.Equal(2, result.ExitCode);
         string line = AssertOneLineError(result);
-        Assert.Contains($"--method: unknown 'foo' (available: {string.Join(", ", TunerRegistry.Methods)})", line);
+        Assert.Contains($"--method: unknown 'foo' (available: {string.Join(", ", MethodRegistry.Names)})", line);
         foreach (string method in new[] { "full", "lora", "sift" }) Assert.Contains(method, line);
         Assert.False(Directory.Exists(Path.Combine(temp, "run")));
     }
@@ -495,10 +496,10 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
         string run = Path.Combine(temp, "sift-run");
         var tuned = Cli(FinetuneArgs("sift", run));
         Assert.True(tuned.ExitCode == 0, tuned.Err);
-        Assert.True(File.Exists(Path.Combine(run, SparseDelta.FileName)));
+        Assert.True(File.Exists(Path.Combine(run, SiftTuner.DeltaFileName)));
 
         string merged = Path.Combine(temp, "merged");
-        var result = Cli("merge", "--model", baseDir, "--delta", Path.Combine(run, SparseDelta.FileName), "--output", merged);
+        var result = Cli("merge", "--model", baseDir, "--delta", Path.Combine(run, SiftTuner.DeltaFileName), "--output", merged);
         Assert.True(result.ExitCode == 0, result.Err);
 
         using var scope = NewDisposeScope();
@@ -524,7 +525,7 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
         string baseDir = Fixtures.Model("bert-tiny");
         var neither = Cli("merge", "--model", baseDir, "--output", Path.Combine(temp, "m"));
         Assert.Equal(2, neither.ExitCode);
-        Assert.Equal("error: give exactly one of --adapter or --delta", AssertOneLineError(neither));
+        Assert.Equal("error: --adapter is required (a LoRA adapter folder, a sparse-matrix file, or a run folder holding one)", AssertOneLineError(neither));
         var both = Cli("merge", "--model", baseDir, "--adapter", temp, "--delta", Path.Combine(temp, "d.safetensors"), "--output", Path.Combine(temp, "m"));
         Assert.Equal(2, both.ExitCode);
         AssertOneLineError(both);
@@ -535,7 +536,7 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
     {
         string baseDir = CopyFolder(Fixtures.Model("bert-tiny"), Path.Combine(temp, "base"));
         byte[] before = File.ReadAllBytes(Path.Combine(baseDir, "model.safetensors"));
-        string delta = Path.Combine(temp, SparseDelta.FileName);
+        string delta = Path.Combine(temp, SiftTuner.DeltaFileName);
         File.WriteAllBytes(delta, []);
         var result = Cli("merge", "--model", baseDir, "--delta", delta, "--output", baseDir + "/");
         Assert.Equal(2, result.ExitCode);

@@ -141,7 +141,7 @@ public sealed class E2EEvaluationTests(Gpt2TinyModel fixture) : IClassFixture<Gp
         var log = new List<string>();
         var plain = EvalCommand.Run(options);
         var tuned = EvalCommand.Run(options with { AdapterDirectory = outcome.Outputs["adapter"] }, log.Add);
-        Assert.Contains(log, l => l.StartsWith("attached LoRA adapter"));
+        Assert.Contains(log, l => l.StartsWith($"merged {outcome.Outputs["adapter"]} into"));
         Assert.NotEqual(plain.Predictions[0].LogProb, tuned.Predictions[0].LogProb);
     }
 

@@ -3,6 +3,7 @@ using SparseTune.Models;
 using SparseTune.Tests.Support;
 using SparseTune.Training;
 using SparseTune.Tuners;
+using SparseTune.Tuners.Full;
 using SparseTune.Tuners.Lora;
 using Xunit;
 using Xunit.Abstractions;
@@ -37,7 +38,7 @@ public class TrainerTests(ITestOutputHelper output)
         string dir = Fixtures.TempDirectory("loss-" + method);
         try
         {
-            using var tuner = TunerRegistry.Create(method, new MethodOptions());
+            using var tuner = MethodRegistry.CreateTuner(method);
             var result = Train("bert-tiny", tuner, TaskKind.Classification, new TrainingOptions { Epochs = 12, LearningRate = lr, OutputDirectory = dir, EvaluateBaseline = false, WarmupRatio = 0 }, 223);
             double firstEpoch = result.LossCurve.Take(6).Average(l => l.Loss), lastEpoch = result.LossCurve.TakeLast(6).Average(l => l.Loss);
             output.WriteLine($"{method}: first-epoch mean loss {firstEpoch:0.0000}, last-epoch {lastEpoch:0.0000}");
@@ -88,16 +89,16 @@ public class TrainerTests(ITestOutputHelper output)
         try
         {
             double[] reference;
-            using (var tuner = TunerRegistry.Create(method, new MethodOptions()))
+            using (var tuner = MethodRegistry.CreateTuner(method))
                 reference = Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = full }, 223).LossCurve.Select(l => l.Loss).ToArray();
 
             // The same run, killed after step 7 (its last checkpoint is step 6), then resumed.
-            using (var tuner = TunerRegistry.Create(method, new MethodOptions()))
+            using (var tuner = MethodRegistry.CreateTuner(method))
                 Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAt(7)));
             string checkpoint = Path.Combine(interrupted, "checkpoint");
             Assert.Equal(6, JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "trainer_state.json"))).RootElement.GetProperty("step").GetInt32());
             double[] resumed;
-            using (var tuner = TunerRegistry.Create(method, new MethodOptions()))
+            using (var tuner = MethodRegistry.CreateTuner(method))
                 resumed = Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted, ResumeFrom = checkpoint }, 223).LossCurve.Select(l => l.Loss).ToArray();
             output.WriteLine($"{method}: reference {string.Join(", ", reference)}");
             output.WriteLine($"{method}: resumed   {string.Join(", ", resumed)}");

@@ -3,6 +3,7 @@ using SparseTune.IO;
 using SparseTune.Models;
 using SparseTune.Nn;
 using SparseTune.Tests.Support;
+using SparseTune.Tuners;
 using SparseTune.Tuners.Lora;
 using Xunit;
 using Xunit.Abstractions;
@@ -57,9 +58,9 @@ public class LoraTests(ITestOutputHelper output)
     /// A tuner attached to <paramref name="model"/> as if trained: random B, so the adapters change the output,
     /// and every trainable tensor that is not an adapter (the saved head) changed by <paramref name="trainHead"/>.
     /// </summary>
-    static LoraTuner AttachAsTrained(TransformerModel model, LoraOptions options, Action<Tensor> trainHead)
+    static LoraTuner AttachAsTrained(TransformerModel model, LoraOptions options, Action<Tensor> trainHead, IReadOnlyList<string>? trainedModules = null)
     {
-        var tuner = new LoraTuner(options);
+        var tuner = (LoraTuner)new LoraMethod().CreateTuner(options, new TunerContext { TrainedModules = trainedModules });
         tuner.Attach(model);
         RandomiseB(tuner);
         using var _ = no_grad();
@@ -345,7 +346,7 @@ public class LoraTests(ITestOutputHelper output)
         try
         {
             using var model = LoadEval("gpt2-tiny");
-            using var tuner = new LoraTuner(new LoraOptions()) { BaseModelNameOrPath = "sshleifer/tiny-gpt2" };
+            using var tuner = (LoraTuner)new LoraMethod().CreateTuner(new LoraOptions(), new TunerContext { BaseModelPath = "sshleifer/tiny-gpt2" });
             tuner.Attach(model);
             tuner.SaveArtifacts(model, dir);
 
@@ -458,7 +459,7 @@ public class LoraTests(ITestOutputHelper output)
             Tensor expected;
             using (var model = LoadEval("bert-tiny"))
             {
-                using var tuner = AttachAsTrained(model, new LoraOptions { ModulesToSave = ["classifier"] }, head => head.add_(0.3));
+                using var tuner = AttachAsTrained(model, new LoraOptions(), head => head.add_(0.3), trainedModules: ["classifier"]);
                 Assert.Equal(["classifier"], tuner.SavedModuleNames);
                 expected = Logits(model, ids);
                 tuner.SaveAdapter(dir);
@@ -558,7 +559,7 @@ public class LoraTests(ITestOutputHelper output)
             }
             using (expected)
             {
-                LoraMerge.MergeToCheckpoint(Fixtures.Model(family), adapterDir, mergedDir);
+                MethodArtifacts.MergeToCheckpoint(Fixtures.Model(family), adapterDir, mergedDir);
                 Assert.True(File.Exists(Path.Combine(mergedDir, "config.json")));
                 using var merged = LoadEval(mergedDir);   // strict load: no lora_ keys, every weight present
                 Assert.Equal(family.Split('-')[0] == "bert" ? ModelHead.SequenceClassification : ModelHead.CausalLM, merged.Head);
@@ -584,7 +585,7 @@ public class LoraTests(ITestOutputHelper output)
         string adapterDir = Fixtures.TempDirectory("lora-self");
         try
         {
-            Assert.Throws<ArgumentException>(() => LoraMerge.MergeToCheckpoint(Fixtures.Model("gpt2-tiny"), adapterDir, adapterDir));
+            Assert.Throws<ArgumentException>(() => MethodArtifacts.MergeToCheckpoint(Fixtures.Model("gpt2-tiny"), adapterDir, adapterDir));
         }
         finally { Directory.Delete(adapterDir, true); }
     }

@@ -287,7 +287,7 @@ public class PstTests(ITestOutputHelper output)
         try
         {
             using var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
-            using var tuner = TunerRegistry.Create("pst", new MethodOptions());
+            using var tuner = MethodRegistry.CreateTuner("pst");
             var pst = Assert.IsType<PstTuner>(tuner);
             Assert.Equal(new PstOptions(), pst.Options);
             var data = new SyntheticBatches(TaskKind.CausalLM, 211, 16, 4);
@@ -313,10 +313,10 @@ public class PstTests(ITestOutputHelper output)
 
             tuner.SaveArtifacts(model, dir);
             using var rebuilt = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
-            PstSparseWeights.Apply(rebuilt, Path.Combine(dir, PstSparseWeights.FileName));
+            SparseMatrixFile.Apply(rebuilt, Path.Combine(dir, PstTuner.SparseWeightsFileName));
             var tuned = model.state_dict();
             foreach (var (name, value) in rebuilt.state_dict())
-                Assert.True(value.allclose(tuned[name], rtol: 0, atol: 0), $"{name} differs after applying {PstSparseWeights.FileName}");
+                Assert.True(value.allclose(tuned[name], rtol: 0, atol: 0), $"{name} differs after applying {PstTuner.SparseWeightsFileName}");
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -382,7 +382,7 @@ public class PstTests(ITestOutputHelper output)
         var problems = bad.Problems();
         output.WriteLine(string.Join("\n", problems));
         Assert.Equal(6, problems.Count);
-        Assert.Throws<ArgumentException>(() => TunerRegistry.Create("pst", new MethodOptions { Pst = bad }));
+        Assert.Throws<ArgumentException>(() => MethodRegistry.CreateTuner("pst", bad));
         Assert.Empty(new PstOptions().Problems());
     }
 }

@@ -131,9 +131,9 @@ public class SiftTests(ITestOutputHelper output)
             try
             {
                 using var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
-                using var tuner = new SiftTuner(new SiftOptions { SparseRate = 0.05, GradientCheckpointing = checkpointing });
+                using var tuner = new SiftTuner(new SiftOptions { SparseRate = 0.05 });
                 var data = new SyntheticBatches(TaskKind.CausalLM, 211, 24, 4);
-                var trainer = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { MaxSteps = 10, LearningRate = 3e-2, OutputDirectory = output, EvaluateBaseline = false, WarmupRatio = 0 });
+                var trainer = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { MaxSteps = 10, LearningRate = 3e-2, OutputDirectory = output, EvaluateBaseline = false, WarmupRatio = 0, GradientCheckpointing = checkpointing });
                 return trainer.Run(data).LossCurve.Select(l => l.Loss).ToArray();
             }
             finally { Directory.Delete(output, true); }
@@ -159,7 +159,7 @@ public class SiftTests(ITestOutputHelper output)
             tuner.SaveArtifacts(model, output);
 
             using var rebuilt = PretrainedModel.Load(Fixtures.Model("bert-tiny"));
-            SparseDelta.Apply(rebuilt, Path.Combine(output, SparseDelta.FileName));
+            SparseMatrixFile.Apply(rebuilt, Path.Combine(output, SiftTuner.DeltaFileName));
             var tuned = model.state_dict();
             foreach (var (name, value) in rebuilt.state_dict())
                 Assert.True(value.allclose(tuned[name], rtol: 0, atol: 1e-6), $"{name} differs after applying the delta");
@@ -178,10 +178,10 @@ public class SiftTests(ITestOutputHelper output)
             var data = new SyntheticBatches(TaskKind.Classification, 223, 16, 8, classes: 2);
             new Trainer(model, tuner, TaskKind.Classification, new TrainingOptions { MaxSteps = 2, LearningRate = 1e-2, OutputDirectory = output, EvaluateBaseline = false }).Run(data);
             tuner.SaveArtifacts(model, output);
-            string delta = Path.Combine(output, SparseDelta.FileName);
-            Assert.Equal(["x", "y"], SparseDelta.Labels(delta));
+            string delta = Path.Combine(output, SiftTuner.DeltaFileName);
+            Assert.Equal(["x", "y"], MethodArtifacts.RecordedLabels(delta));
 
-            SparseDelta.MergeToCheckpoint(Fixtures.Model("bert-tiny"), delta, merged);
+            MethodArtifacts.MergeToCheckpoint(Fixtures.Model("bert-tiny"), delta, merged);
             using var rebuilt = PretrainedModel.Load(merged);
             Assert.Equal("x", rebuilt.Config.Id2Label!["0"]);
             Assert.Equal(2, rebuilt.Config.NumLabels);

@@ -5,7 +5,7 @@ namespace SparseTune.Tuners.Lora;
 /// LoraConfig: Rank = r, Alpha = lora_alpha, Dropout = lora_dropout. The random seed for lora_A's
 /// initialisation is the caller's (torch's global generator).
 /// </summary>
-public sealed record LoraOptions
+public sealed record LoraOptions : IMethodOptions
 {
     /// <summary>PEFT's shorthand for "every linear layer except the output / classification head".</summary>
     public const string AllLinear = "all-linear";
@@ -25,12 +25,6 @@ public sealed record LoraOptions
     /// ["all-linear"]: every linear layer of the transformer blocks.
     /// </summary>
     public IReadOnlyList<string>? TargetModules { get; init; }
-
-    /// <summary>
-    /// Modules trained in full and saved beside the adapter (PEFT's modules_to_save), by name or name suffix.
-    /// Null: the model's task head (<see cref="Models.TransformerModel.HeadModuleNames"/>).
-    /// </summary>
-    public IReadOnlyList<string>? ModulesToSave { get; init; }
 
     /// <summary>alpha / r, the factor on B·A.</summary>
     public double Scaling => Alpha / Rank;
@@ -62,7 +56,6 @@ public sealed record LoraOptions
         if (TargetModules is { Count: > 1 } && TargetModules.Any(t => string.Equals(t, AllLinear, StringComparison.OrdinalIgnoreCase)))
             problems.Add($"LoRA target modules: '{AllLinear}' cannot be combined with other names");
         if (TargetModules?.Any(string.IsNullOrWhiteSpace) == true) problems.Add("LoRA target modules include an empty name");
-        if (ModulesToSave?.Any(string.IsNullOrWhiteSpace) == true) problems.Add("LoRA modules to save include an empty name");
         return problems;
     }
 }

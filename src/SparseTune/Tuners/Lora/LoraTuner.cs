@@ -37,9 +37,6 @@ public sealed class LoraTuner : Tuner
     public override string Name => "lora";
     public override LoraOptions Options => options;
 
-    /// <summary>Written to adapter_config.json as base_model_name_or_path (PEFT loads the base from it).</summary>
-    public string? BaseModelNameOrPath { get; set; }
-
     /// <summary>The adapted layers, in model order; empty after <see cref="MergeAndDetach"/>.</summary>
     public IReadOnlyList<LoraModule> Modules => modules;
 
@@ -51,9 +48,9 @@ public sealed class LoraTuner : Tuner
     public override void Attach(TransformerModel model)
     {
         if (this.model is not null) throw new InvalidOperationException("LoraTuner is already attached to a model");
-        var saved = ResolveModulesToSave(model, options.ModulesToSave);
+        var saved = ResolveTrainedModules(model).ToList();
         var targets = ResolveTargets(model, options, saved, out var recordedTargets);
-        AttachTo(model, targets, saved, recordedTargets, options.ModulesToSave ?? saved);
+        AttachTo(model, targets, saved, recordedTargets, Context.TrainedModules ?? saved);
     }
 
     /// <summary>
@@ -81,23 +78,6 @@ public sealed class LoraTuner : Tuner
         if (selected.Count == 0)
             throw new ArgumentException($"LoRA targets no linear layer of this {model.Config.ModelType} model outside the modules trained in full ({string.Join(", ", savedModules)})");
         return selected;
-    }
-
-    /// <summary>
-    /// Full module names for modules_to_save: null means the model's task head; a given name matches like PEFT
-    /// (equal, or a suffix after "."). A name that matches nothing is an error.
-    /// </summary>
-    public static List<string> ResolveModulesToSave(TransformerModel model, IReadOnlyList<string>? names)
-    {
-        // PEFT trains a classification head in full (SEQ_CLS's modules_to_save) but nothing extra for a causal LM.
-        if (names is null) return model.Head == ModelHead.SequenceClassification ? model.HeadModuleNames.ToList() : [];
-        var all = model.named_modules().Select(m => m.name).Where(n => n.Length > 0).ToList();
-        var unmatched = names.Where(n => !all.Any(m => ModuleSelection.Matches(m, [n]))).ToList();
-        if (unmatched.Count > 0)
-            throw new ArgumentException($"module(s) to save {string.Join(", ", unmatched)} match no module of this {model.Config.ModelType} model; its top-level modules: {string.Join(", ", model.named_children().Select(c => c.name))}");
-        var matched = all.Where(m => ModuleSelection.Matches(m, names)).ToList();
-        // A module inside another saved module is already covered by its parent.
-        return matched.Where(m => !matched.Any(p => p != m && m.StartsWith(p + ".", StringComparison.Ordinal))).ToList();
     }
 
     void AttachTo(TransformerModel model, IReadOnlyList<(string Name, TunableLinear Layer)> targets, List<string> saved,
@@ -172,7 +152,14 @@ public sealed class LoraTuner : Tuner
         return string.Create(CultureInfo.InvariantCulture, $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {percent:F4}");
     }
 
-    public override void SaveArtifacts(TransformerModel model, string outputDirectory) => SaveAdapter(outputDirectory);
+    public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
+    {
+        SaveAdapter(outputDirectory);
+        return new Dictionary<string, string> { ["adapter"] = outputDirectory };
+    }
+
+    /// <summary>Merges every adapter into its base weight and detaches it (PEFT's merge_and_unload).</summary>
+    public override void MergeIntoModel(TransformerModel model) => MergeAndDetach();
 
     /// <summary>Writes adapter_config.json and adapter_model.safetensors in PEFT's layout.</summary>
     public void SaveAdapter(string directory)
@@ -208,7 +195,7 @@ public sealed class LoraTuner : Tuner
             TargetModules = configTargets,
             ModulesToSave = configModulesToSave,
             TaskType = PeftAdapterFormat.TaskTypeOf(model.Head),
-            BaseModelNameOrPath = BaseModelNameOrPath,
+            BaseModelNameOrPath = Context.BaseModelPath,
             FanInFanOut = model.Config is Gpt2Config,
         }.Save(directory);
     }
@@ -272,7 +259,7 @@ public sealed class LoraTuner : Tuner
         IReadOnlyList<string>? recordedSaveNames = config.ModulesToSave ?? (config.TaskType == "SEQ_CLS" ? new[] { "classifier", "score" } : null);
         var moduleNames = model.named_modules().Select(m => m.name).ToList();
         List<string> saveNames = (recordedSaveNames ?? []).Where(n => moduleNames.Any(m => ModuleSelection.Matches(m, [n]))).ToList();
-        List<string> saved = ResolveModulesToSave(model, saveNames);
+        List<string> saved = ModuleSelection.ResolveTrainedModules(model, saveNames);
         var table = model.WeightTable.Entries.ToDictionary(e => e.ParameterName);
         var expected = new Dictionary<string, (Parameter Parameter, bool Transposed)>();
         foreach (var (name, p) in ParametersUnder(model, saved))
@@ -294,9 +281,8 @@ public sealed class LoraTuner : Tuner
             Alpha = config.LoraAlpha,
             Dropout = config.LoraDropout,
             TargetModules = config.TargetModules.Count > 0 ? config.TargetModules : targets.Select(t => LastComponent(t.Name)).Distinct().ToList(),
-            ModulesToSave = saveNames,
         };
-        var tuner = new LoraTuner(options) { BaseModelNameOrPath = config.BaseModelNameOrPath };
+        var tuner = new LoraTuner(options) { Context = new TunerContext { TrainedModules = saveNames, BaseModelPath = config.BaseModelNameOrPath } };
         // Attach in the model's own module order, as Attach does.
         var ordered = model.NamedLinears().Where(l => loraKeys.ContainsKey(l.Name)).ToList();
         tuner.AttachTo(model, ordered, saved, options.TargetModules!, recordedSaveNames);

@@ -30,7 +30,7 @@ public static class PeftAdapterFormat
     public const string KeyPrefix = "base_model.model.";
 
     /// <summary>Safetensors metadata key (ignored by PEFT) holding the classification labels as id2label JSON.</summary>
-    public const string Id2LabelMetadataKey = "sparsetune.id2label";
+    public const string Id2LabelMetadataKey = MethodArtifacts.Id2LabelMetadataKey;
 
     /// <summary>PEFT's TaskType for a head; null for masked-LM models (PEFT has no task type for them).</summary>
     public static string? TaskTypeOf(ModelHead head) => head switch

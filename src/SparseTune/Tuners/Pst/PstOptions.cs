@@ -7,7 +7,7 @@ namespace SparseTune.Tuners.Pst;
 /// (alibaba/AliceMind S4/PST/NLU/run_glue.py and S4/PST/NLG/src/gpt2_ft.py, identical there); the script's
 /// flag name follows each property.
 /// </summary>
-public sealed record PstOptions
+public sealed record PstOptions : IMethodOptions
 {
     /// <summary>--sparsity: the fraction of each targeted matrix pruned at the end.</summary>
     public double FinalSparsity { get; init; } = 0.9;
@@ -43,12 +43,6 @@ public sealed record PstOptions
     /// </summary>
     public IReadOnlyList<string>? TargetModules { get; init; }
 
-    /// <summary>
-    /// Modules trained densely beside the PST tensors. Null: the classification head (and BERT's pooler) for
-    /// sequence classification, nothing for a language model.
-    /// </summary>
-    public IReadOnlyList<string>? TrainedModules { get; init; }
-
     /// <summary>The sparsity schedule for a run of <paramref name="totalSteps"/> optimizer steps.</summary>
     public CubicSparsitySchedule Schedule(int totalSteps) =>
         CubicSparsitySchedule.FromRatios(InitialSparsity, FinalSparsity, WarmupRatio, CooldownRatio, totalSteps);
@@ -68,7 +62,6 @@ public sealed record PstOptions
             if (!(value >= 0) || double.IsInfinity(value)) problems.Add($"PST {name} must be finite and not negative (got {value})");
         if (TargetModules is { Count: 0 }) problems.Add("PST target modules: name at least one module (or leave unset for every block linear)");
         if (TargetModules?.Any(string.IsNullOrWhiteSpace) == true) problems.Add("PST target modules include an empty name");
-        if (TrainedModules?.Any(string.IsNullOrWhiteSpace) == true) problems.Add("PST trained modules include an empty name");
         return problems;
     }
 }

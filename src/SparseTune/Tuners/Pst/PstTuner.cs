@@ -17,7 +17,7 @@ public sealed record PstModule(string Name, TunableLinear Layer, PstAdapter Adap
 ///   BeforeStep(t)     s ← cubic schedule at t (the mask is recomputed once for the step)
 ///   AfterOptimizerStep  s ← schedule at t + 1, as the scripts do after each step; masks become stale
 ///   Finish            W ← (W + β·U·V) ⊙ M at the final sparsity, exact zeros; adapters detached: a plain pruned model
-///   SaveArtifacts     pst_sparse.safetensors (<see cref="PstSparseWeights"/>)
+///   SaveArtifacts     pst_sparse.safetensors (<see cref="SparseMatrixFile"/>, mode replace)
 /// </code>
 /// <see cref="ModifiesBaseWeights"/> is true: Finish rewrites W, so the job saves the full model; checkpoints then
 /// hold the (still frozen) model next to the PST tensors. A resumed run needs no extra state: masks follow from
@@ -104,10 +104,7 @@ public sealed class PstTuner : Tuner
         var targets = ModuleSelection.Select(model, options.TargetModules);
         var occupied = targets.Where(t => t.Layer.Adapter is not null).Select(t => $"{t.Name} ({t.Layer.Adapter!.GetType().Name})").ToList();
         if (occupied.Count > 0) throw new InvalidOperationException($"PST cannot wrap layers that already carry an adapter: {string.Join(", ", occupied)}");
-        var trained = options.TrainedModules ?? (model.Head == ModelHead.SequenceClassification ? model.HeadModuleNames : []);
-        var allModules = model.named_modules().Select(m => m.name).Where(n => n.Length > 0).ToList();
-        var unmatched = trained.Where(t => !allModules.Any(m => ModuleSelection.Matches(m, [t]))).ToList();
-        if (unmatched.Count > 0) throw new ArgumentException($"PST trained module(s) {string.Join(", ", unmatched)} match no module of this {model.Config.ModelType} model");
+        var trained = ResolveTrainedModules(model).ToList();
 
         FreezeAll(model);
         foreach (var (name, layer) in targets)
@@ -116,7 +113,7 @@ public sealed class PstTuner : Tuner
             layer.Adapter = adapter;
             modules.Add(new PstModule(name, layer, adapter));
         }
-        trainedModules = allModules.Where(m => ModuleSelection.Matches(m, trained)).ToList();
+        trainedModules = trained;
         foreach (var (_, p) in ParametersUnder(model, trainedModules)) p.requires_grad = true;
         this.model = model;
     }
@@ -176,8 +173,14 @@ public sealed class PstTuner : Tuner
         finished = true;
     }
 
-    /// <summary>Writes pst_sparse.safetensors: the kept entries of every pruned matrix and the trained head.</summary>
-    public override void SaveArtifacts(TransformerModel model, string outputDirectory)
+    /// <summary>The compact pruned model: the kept entries of every pruned matrix and the densely trained modules.</summary>
+    public const string SparseWeightsFileName = "pst_sparse.safetensors";
+
+    /// <summary>
+    /// Writes pst_sparse.safetensors (<see cref="SparseMatrixFile"/>, mode replace): a weight delta would be dense
+    /// here (every kept entry moved by U·V, every pruned one by −W), so the file holds the pruned matrices themselves.
+    /// </summary>
+    public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
     {
         if (!finished) throw new InvalidOperationException("PstTuner: Finish prunes the model; call it before SaveArtifacts");
         Directory.CreateDirectory(outputDirectory);
@@ -185,10 +188,19 @@ public sealed class PstTuner : Tuner
         var entries = modules.Select(m =>
         {
             Tensor indices = keptIndices[m.Name + ".weight"];
-            return new PstSparseWeights.Entry(m.Name + ".weight", indices, m.Layer.weight.detach().reshape(-1).index_select(0, indices), m.Layer.weight.shape);
+            return new SparseMatrixFile.Entry(m.Name + ".weight", indices, m.Layer.weight.detach().reshape(-1).index_select(0, indices), m.Layer.weight.shape);
         }).ToList();
         var dense = ParametersUnder(model, trainedModules).Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
-        PstSparseWeights.Save(Path.Combine(outputDirectory, PstSparseWeights.FileName), entries, dense, options.FinalSparsity);
+        string path = Path.Combine(outputDirectory, SparseWeightsFileName);
+        SparseMatrixFile.Save(path, SparseMatrixMode.Replace, Name, entries, dense, model.Config.Id2Label,
+            new Dictionary<string, string> { ["sparsity"] = options.FinalSparsity.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
+        return new Dictionary<string, string> { ["pst_sparse"] = path };
+    }
+
+    /// <summary>Finish already wrote (W + β·U·V) ⊙ M into W and detached the adapters.</summary>
+    public override void MergeIntoModel(TransformerModel model)
+    {
+        if (!finished) throw new InvalidOperationException("PstTuner: Finish prunes the model; call it before MergeIntoModel");
     }
 
     /// <summary>PST tensors, densely trained tensors, and the share of a full out×in score matrix per targeted weight.</summary>

@@ -15,7 +15,7 @@ public enum SiftSelection
 /// SIFT options. Defaults follow song-wx/SIFT: 1% of the components of every targeted matrix, indices from the
 /// gradient of the first batch only.
 /// </summary>
-public sealed record SiftOptions
+public sealed record SiftOptions : IMethodOptions
 {
     /// <summary>Fraction x of each targeted matrix that trains: k = ⌈x · numel(W)⌉ components.</summary>
     public double SparseRate { get; init; } = 0.01;
@@ -24,16 +24,10 @@ public sealed record SiftOptions
     /// (llama-family q/k/v/o/gate/up/down; BERT/RoBERTa/GPT-2 attention and FFN).</summary>
     public IReadOnlyList<string>? TargetModules { get; init; }
 
-    /// <summary>Modules trained densely; null: the task head (classifier/score).</summary>
-    public IReadOnlyList<string>? ExceptionModules { get; init; }
-
     public SiftSelection Selection { get; init; } = SiftSelection.Gradient;
 
     /// <summary>Batches whose gradients choose the indices (the original code uses the first one).</summary>
     public int SelectionBatches { get; init; } = 1;
-
-    /// <summary>Recompute each transformer block in backward instead of keeping its activations.</summary>
-    public bool GradientCheckpointing { get; init; }
 
     public IReadOnlyList<string> Problems()
     {

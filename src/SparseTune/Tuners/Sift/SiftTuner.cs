@@ -37,10 +37,9 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
             layer.Adapter = adapter;
             targets.Add((name, layer, adapter));
         }
-        var exceptions = options.ExceptionModules ?? model.HeadModuleNames;
-        dense = ParametersUnder(model, exceptions).ToList();
+        // The original's "exception" modules, trained densely: the shared modules-trained-in-full option.
+        dense = ParametersUnder(model, ResolveTrainedModules(model)).ToList();
         foreach (var (_, p) in dense) p.requires_grad = true;
-        model.GradientCheckpointing = options.GradientCheckpointing;
     }
 
     /// <summary>Chooses the indices: gradient (backward passes over the first batches), random or magnitude.</summary>
@@ -94,8 +93,6 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         return false;
     }
 
-    public override void Finish(TransformerModel model) => model.GradientCheckpointing = false;
-
     /// <summary>Indices and base values, so --resume keeps the same components.</summary>
     public override IEnumerable<KeyValuePair<string, Tensor>> ExtraState()
     {
@@ -118,14 +115,22 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         }
     }
 
-    /// <summary>Writes the sparse delta (see <see cref="SparseDelta"/>) next to the merged model.</summary>
-    public override void SaveArtifacts(TransformerModel model, string outputDirectory)
+    /// <summary>The sparse delta file: W[indices] += values per targeted matrix, the densely trained modules whole.</summary>
+    public const string DeltaFileName = "sparse_delta.safetensors";
+
+    /// <summary>Writes the sparse delta (<see cref="SparseMatrixFile"/>, mode add) next to the merged model.</summary>
+    public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
     {
         using var scope = NewDisposeScope();
-        var entries = targets.Select(t => new SparseDelta.Entry(t.Name + ".weight", t.Adapter.Indices, t.Adapter.DeltaValues(t.Layer), t.Layer.weight.shape)).ToList();
+        var entries = targets.Select(t => new SparseMatrixFile.Entry(t.Name + ".weight", t.Adapter.Indices, t.Adapter.DeltaValues(t.Layer), t.Layer.weight.shape)).ToList();
         var denseTensors = dense.Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
-        SparseDelta.Save(Path.Combine(outputDirectory, SparseDelta.FileName), entries, denseTensors, "sift", model.Config.Id2Label);
+        string path = Path.Combine(outputDirectory, DeltaFileName);
+        SparseMatrixFile.Save(path, SparseMatrixMode.Add, Name, entries, denseTensors, model.Config.Id2Label);
+        return new Dictionary<string, string> { ["sparse_delta"] = path };
     }
+
+    /// <summary>The sparse values are merged into W after every step: only the adapters need to go.</summary>
+    public override void MergeIntoModel(TransformerModel model) => DetachAdapters();
 
     public string Summary()
     {
@@ -134,14 +139,19 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         return $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / Math.Max(1, all):0.0000}";
     }
 
-    public override void Dispose()
+    void DetachAdapters()
     {
         foreach (var t in targets)
         {
-            t.Layer.Adapter = null;
+            if (ReferenceEquals(t.Layer.Adapter, t.Adapter)) t.Layer.Adapter = null;
             t.Adapter.Dispose();
         }
         targets.Clear();
+    }
+
+    public override void Dispose()
+    {
+        DetachAdapters();
         base.Dispose();
     }
 }
