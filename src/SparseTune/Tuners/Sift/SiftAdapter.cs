@@ -98,6 +98,7 @@ public sealed class SiftAdapter : ILinearAdapter
     public void MergeValues(TunableLinear layer)
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();   // the flat view, every step
         layer.weight.view(-1).index_add_(0, Indices, Values, 1.0);
         Values.zero_();
     }

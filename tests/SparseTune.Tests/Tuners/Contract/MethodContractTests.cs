@@ -1,0 +1,193 @@
+using SparseTune.Models;
+using SparseTune.Tests.Support;
+using SparseTune.Training;
+using SparseTune.Tuners;
+using TorchSharp;
+using Xunit;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace SparseTune.Tests.Tuners.Contract;
+
+/// <summary>
+/// The contract every registered method must keep — today's, future ones, and the test-only BitFit — with no
+/// per-method code: each case takes a method from the registry and its default options and demo learning rate.
+/// </summary>
+public class MethodContractTests(ITestOutputHelper output)
+{
+    /// <summary>A family and head: BERT with its own classifier, GPT-2 (fused c_attn, Conv1D, tied head) as a causal LM, LLaMA (GQA) with a new classifier.</summary>
+    public sealed record Setup(string Model, TaskKind Task, int Vocab, IReadOnlyList<string>? NewLabels)
+    {
+        public override string ToString() => $"{Model} {Task}";
+    }
+
+    static readonly Dictionary<string, Setup> Setups = new()
+    {
+        ["bert"] = new("bert-tiny", TaskKind.Classification, 223, null),
+        ["gpt2"] = new("gpt2-tiny", TaskKind.CausalLM, 211, null),
+        ["llama"] = new("llama-tiny", TaskKind.Classification, 241, ["a", "b", "c"]),
+    };
+
+    public static IEnumerable<object[]> Cases() =>
+        from method in MethodRegistry.All
+        from family in Setups.Keys
+        select new object[] { method.Name, family };
+
+    [Fact]
+    public void TheTestOnlyMethodIsRegisteredWithoutChangesToSrc()
+    {
+        Assert.Contains("bitfit", MethodRegistry.Names);
+        Assert.Equal(["full", "lora", "sift", "pst"], MethodRegistry.Names.Take(4));
+    }
+
+    static TransformerModel Load(Setup setup) =>
+        setup.NewLabels is null
+            ? PretrainedModel.Load(Fixtures.Model(setup.Model))
+            : PretrainedModel.Load(Fixtures.Model(setup.Model), ModelHead.SequenceClassification, setup.NewLabels);
+
+    static SyntheticBatches Data(Setup setup) => new(setup.Task, setup.Vocab, 32, 8);
+
+    static TrainingOptions Options(MethodDescriptor method, string dir, int steps) => new()
+    {
+        MaxSteps = steps,
+        LearningRate = method.DemoLearningRate,
+        OutputDirectory = dir,
+        EvaluateBaseline = false,
+        WarmupRatio = 0,
+        SaveEvery = 3,
+        LogEvery = 1,
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AttachFreezesEverythingOutsideTheTrainableSet(string name, string family)
+    {
+        var method = MethodRegistry.Get(name);
+        torch.random.manual_seed(1);
+        using var model = Load(Setups[family]);
+        using var tuner = method.CreateTuner();
+        tuner.Attach(model);
+        var trainable = tuner.TrainableParameters().ToList();
+        Assert.NotEmpty(trainable);
+        var handles = trainable.Select(t => t.Parameter.Handle).ToHashSet();
+        Assert.All(trainable, t => Assert.True(t.Parameter.requires_grad, $"{name}: {t.Name} is listed as trainable but frozen"));
+        foreach (var (paramName, p) in model.named_parameters())
+            Assert.True(p.requires_grad == handles.Contains(p.Handle), $"{name}: {paramName} requires_grad={p.requires_grad} but trainable={handles.Contains(p.Handle)}");
+        // The optimizer gets exactly these tensors, each once (a tied tensor is one).
+        using var optimizer = new AdamW(trainable, new AdamWOptions(), TrainingOptions.IsNoDecay);
+        Assert.Equal(handles.Count, optimizer.Parameters.Count);
+        Assert.Equal(handles.Order(), optimizer.Parameters.Select(p => p.Parameter.Handle).Order());
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void TrainsResumesBitExactlyShipsAndDoesNotLeak(string name, string family)
+    {
+        var method = MethodRegistry.Get(name);
+        var setup = Setups[family];
+        string full = Fixtures.TempDirectory($"contract-{name}"), interrupted = Fixtures.TempDirectory($"contract-{name}-part");
+        const int steps = 24;   // 6 epochs of 4 batches
+        try
+        {
+            // 1. The loss falls, and the number of live native tensors is the same after every step (no leak).
+            torch.random.manual_seed(1);
+            var model = Load(setup);
+            var tuner = method.CreateTuner();
+            var live = new List<long>();
+            var trainer = new Trainer(model, tuner, setup.Task, Options(method, full, steps))
+            {
+                Progress = new Recorder(p => { if (p.Phase == "train") live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount); }),
+            };
+            var result = trainer.Run(Data(setup));
+            var losses = result.LossCurve.Select(l => l.Loss).ToArray();
+            output.WriteLine($"{name} on {setup}: losses {string.Join(", ", losses.Select(l => l.ToString("0.0000")))}; live tensors {string.Join(", ", live)}");
+            double first = losses.Take(4).Average(), last = losses.TakeLast(4).Average();   // first and last epoch, same batches
+            Assert.True(last < first, $"{name}: the loss did not fall ({first:0.0000} → {last:0.0000})");
+            for (int s = 2; s < live.Count; s++)
+                Assert.True(live[s] == live[s - 1], $"{name}: live native tensors went from {live[s - 1]} after step {s} to {live[s]} after step {s + 1}");
+
+            // 2. After Finish, the tuned model's logits are what the shipped outputs reproduce.
+            using var ids = InputIds(setup);
+            model.eval();
+            using var tuned = Logits(model, ids);
+            var outputs = FineTuneJob.SaveOutputs(model, tuner, full, Fixtures.Model(setup.Model));
+            output.WriteLine($"{name}: outputs {string.Join(", ", outputs.Keys)}");
+            Assert.All(outputs.Values, path => Assert.True(File.Exists(path) || Directory.Exists(path), $"{name}: {path} was reported but not written"));
+            int checkedOutputs = 0;
+            if (outputs.TryGetValue("model", out var modelDir))
+            {
+                using var reloaded = PretrainedModel.Load(modelDir);
+                reloaded.eval();
+                AssertClose(tuned, Logits(reloaded, ids), $"{name}: model/ reloaded");
+                checkedOutputs++;
+            }
+            foreach (var reader in MethodRegistry.ArtifactReaders)
+            {
+                foreach (string artifact in reader.Locate(full))
+                {
+                    using var merged = MethodArtifacts.LoadWithArtifact(Fixtures.Model(setup.Model), artifact, out _);
+                    merged.eval();
+                    AssertClose(tuned, Logits(merged, ids), $"{name}: base + {Path.GetFileName(artifact)}");
+                    checkedOutputs++;
+                }
+            }
+            Assert.True(checkedOutputs > 0, $"{name}: wrote neither a model folder nor an artifact any reader recognises");
+            tuner.MergeIntoModel(model);
+            Assert.All(model.NamedLinears(), l => Assert.Null(l.Layer.Adapter));
+            AssertClose(tuned, Logits(model, ids), $"{name}: after MergeIntoModel");
+            tuner.Dispose();
+            model.Dispose();
+
+            // 3. Killed after step 20 (last checkpoint: step 18) and resumed: the same losses, to the last bit.
+            torch.random.manual_seed(1);
+            using (var again = Load(setup))
+            using (var crashing = method.CreateTuner())
+            {
+                var crashed = new Trainer(again, crashing, setup.Task, Options(method, interrupted, steps)) { Progress = new Recorder(p => { if (p.Phase == "train" && p.Step == 20) throw new OperationCanceledException(); }) };
+                Assert.Throws<OperationCanceledException>(() => crashed.Run(Data(setup)));
+            }
+            torch.random.manual_seed(1);
+            using (var resumedModel = Load(setup))
+            using (var resumedTuner = method.CreateTuner())
+            {
+                var resumed = new Trainer(resumedModel, resumedTuner, setup.Task, Options(method, interrupted, steps) with { ResumeFrom = Path.Combine(interrupted, "checkpoint") }).Run(Data(setup));
+                Assert.Equal(losses, resumed.LossCurve.Select(l => l.Loss).ToArray());
+            }
+        }
+        finally
+        {
+            Directory.Delete(full, true);
+            Directory.Delete(interrupted, true);
+        }
+    }
+
+    static Tensor InputIds(Setup setup)
+    {
+        var generator = new torch.Generator(5);
+        var ids = randint(10, setup.Vocab, [2, 9], generator: generator);
+        generator.Dispose();
+        return ids;
+    }
+
+    static Tensor Logits(TransformerModel model, Tensor ids)
+    {
+        using var _ = no_grad();
+        using var result = model.Forward(ids);
+        return result.Logits.detach().clone();
+    }
+
+    void AssertClose(Tensor expected, Tensor actual, string what)
+    {
+        using (actual)
+        {
+            double error = (expected - actual).abs().max().item<float>();
+            output.WriteLine($"{what}: max |Δ logits| {error:E3}");
+            Assert.True(error <= 1e-5, $"{what}: logits differ by {error:E3}");
+        }
+    }
+
+    sealed class Recorder(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
