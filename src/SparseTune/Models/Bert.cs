@@ -64,7 +64,7 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor, Tensor>
 /// Bidirectional multi-head self-attention (no causal mask): every token attends every real token. Returns the
 /// heads' concatenated context, before the output projection.
 /// </summary>
-public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>, IHeadedAttention
 {
     [ComponentName(Name = "query")] public readonly TunableLinear Query;   // C → nh·hs
     [ComponentName(Name = "key")] public readonly TunableLinear Key;       // C → nh·hs
@@ -77,6 +77,15 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     /// </summary>
     public int NumHeads;
     public readonly int HeadDim;
+    Tensor? headGate;
+
+    /// <summary>(nh) multiplier of each head's context before attention.output.dense; null: ungated. See <see cref="AttentionView.HeadGate"/>.</summary>
+    public Tensor? HeadGate { get => headGate; set => headGate = Gates.Check(value, NumHeads, "BERT HeadGate"); }
+
+    int IHeadedAttention.NumHeads => NumHeads;
+    int IHeadedAttention.NumKeyValueHeads => NumHeads;
+    int IHeadedAttention.HeadDim => HeadDim;
+    void IHeadedAttention.SetHeadCounts(int heads, int keyValueHeads) => NumHeads = heads;
 
     public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
     {
@@ -100,6 +109,7 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
         Tensor v = Value.call(x).view(B, T, NumHeads, HeadDim).transpose(1, 2);   // (B, nh, T, hs)
         // softmax(q kᵀ / √hs + mask) v, as BertSelfAttention computes it.
         Tensor y = F.scaled_dot_product_attention(q, k, v, mask, p: training ? attnPdrop : 0.0);   // (B, nh, T, hs)
+        if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);         // (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, NumHeads * HeadDim);               // (B, T, nh·hs)
     }
 }
@@ -145,10 +155,17 @@ public sealed class BertAttention : nn.Module<Tensor, Tensor?, Tensor>
 }
 
 /// <summary>The feed-forward's first half: act(dense(x)), C → intermediate_size.</summary>
-public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
+public sealed class BertIntermediate : nn.Module<Tensor, Tensor>, IGatedFeedForward
 {
     [ComponentName(Name = "dense")] public readonly TunableLinear Dense;   // C → I
     readonly string activation;
+    Tensor? neuronGate;
+
+    /// <summary>
+    /// (I) multiplier of each neuron's activation, applied here at the end of the intermediate layer, i.e. just
+    /// before output.dense; null: ungated. See <see cref="FeedForwardView.NeuronGate"/>.
+    /// </summary>
+    public Tensor? NeuronGate { get => neuronGate; set => neuronGate = Gates.Check(value, Dense.OutFeatures, "BERT NeuronGate"); }
 
     public BertIntermediate(BertConfig config) : base(nameof(BertIntermediate))
     {
@@ -157,7 +174,11 @@ public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Activations.Apply(activation, Dense.call(x));
+    public override Tensor forward(Tensor x)
+    {
+        Tensor h = Activations.Apply(activation, Dense.call(x));   // (B, T, I)
+        return neuronGate is null ? h : h * neuronGate;
+    }
 }
 
 /// <summary>
@@ -392,6 +413,7 @@ public sealed class BertTransformer : TransformerModel
         else Cls = new BertOnlyMLMHead(config);
         RegisterComponents();
         InitWeights();
+        ApplyConfiguredPruning();
     }
 
     /// <summary>The encoder body (bert. or roberta.).</summary>
@@ -462,6 +484,25 @@ public sealed class BertTransformer : TransformerModel
         if (!pad.any().item<bool>()) return null;
         return zeros(B, 1, 1, T, dtype: dtype, device: attentionMask.device)
             .masked_fill(pad.view(B, 1, 1, T), finfo(dtype).min);                      // (B, 1, 1, T)
+    }
+
+    /// <summary>attention.self.{query,key,value} → attention.output.dense; intermediate.dense → output.dense.</summary>
+    protected override IReadOnlyList<TransformerLayerView> CreateLayerViews()
+    {
+        var layers = new List<TransformerLayerView>();
+        for (int i = 0; i < Body.Encoder.Layers.Count; i++)
+        {
+            BertLayer layer = Body.Encoder.Layers[i];
+            BertSelfAttention a = layer.Attention.Self;
+            string p = $"{BodyName}.encoder.layer.{i}.";
+            layers.Add(new TransformerLayerView(i,
+                new AttentionView(i, a, new(p + "attention.self.query", a.Query), new(p + "attention.self.key", a.Key),
+                    new(p + "attention.self.value", a.Value), fusedQkv: null,
+                    output: new(p + "attention.output.dense", layer.Attention.Output.Dense)),
+                new FeedForwardView(i, layer.Intermediate, [new(p + "intermediate.dense", layer.Intermediate.Dense)],
+                    new(p + "output.dense", layer.Output.Dense))));
+        }
+        return layers;
     }
 
     /// <summary>

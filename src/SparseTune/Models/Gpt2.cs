@@ -21,7 +21,7 @@ namespace SparseTune.Models;
 // Layer norms use TorchSharp's nn.LayerNorm, which is what GPT-2 uses (with bias).
 
 /// <summary>Multi-head causal self-attention; c_attn computes q, k and v for all heads in one matmul.</summary>
-public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>, IHeadedAttention
 {
     [ComponentName(Name = "c_attn")] public readonly TunableLinear QkvProj;   // C → 3·nh·hs
     [ComponentName(Name = "c_proj")] public readonly TunableLinear OutProj;   // nh·hs → C
@@ -34,6 +34,15 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>
     /// </summary>
     public int NumHeads;
     public readonly int HeadDim;
+    Tensor? headGate;
+
+    /// <summary>(nh) multiplier of each head's context before c_proj; null: ungated. See <see cref="AttentionView.HeadGate"/>.</summary>
+    public Tensor? HeadGate { get => headGate; set => headGate = Gates.Check(value, NumHeads, "GPT-2 HeadGate"); }
+
+    int IHeadedAttention.NumHeads => NumHeads;
+    int IHeadedAttention.NumKeyValueHeads => NumHeads;
+    int IHeadedAttention.HeadDim => HeadDim;
+    void IHeadedAttention.SetHeadCounts(int heads, int keyValueHeads) => NumHeads = heads;
 
     public Gpt2Attention(Gpt2Config config) : base(nameof(Gpt2Attention))
     {
@@ -58,18 +67,23 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>
         Tensor v = qkv[2].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
         Tensor y = F.scaled_dot_product_attention(q, k, v, mask,
             p: training ? attnPdrop : 0.0, is_casual: mask is null);            // (B, nh, T, hs)
+        if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);       // (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, width);                             // (B, T, nh·hs)
         return residDropout.call(OutProj.call(y));
     }
 }
 
 /// <summary>Position-wise feed-forward: c_proj(act(c_fc(x))), 4·C wide unless n_inner says otherwise.</summary>
-public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
+public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>, IGatedFeedForward
 {
     [ComponentName(Name = "c_fc")] public readonly TunableLinear UpProj;      // C → inner
     [ComponentName(Name = "c_proj")] public readonly TunableLinear DownProj;  // inner → C
     [ComponentName(Name = "dropout")] readonly Dropout dropout;
     readonly string activation;
+    Tensor? neuronGate;
+
+    /// <summary>(inner) multiplier of each neuron's activation before c_proj; null: ungated. See <see cref="FeedForwardView.NeuronGate"/>.</summary>
+    public Tensor? NeuronGate { get => neuronGate; set => neuronGate = Gates.Check(value, DownProj.InFeatures, "GPT-2 NeuronGate"); }
 
     public Gpt2Mlp(Gpt2Config config) : base(nameof(Gpt2Mlp))
     {
@@ -80,8 +94,12 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) =>
-        dropout.call(DownProj.call(Activations.Apply(activation, UpProj.call(x))));
+    public override Tensor forward(Tensor x)
+    {
+        Tensor h = Activations.Apply(activation, UpProj.call(x));   // (B, T, inner)
+        if (neuronGate is not null) h = h * neuronGate;
+        return dropout.call(DownProj.call(h));
+    }
 }
 
 /// <summary>
@@ -158,6 +176,7 @@ public sealed class Gpt2Transformer : TransformerModel
             Score = new TunableLinear(config.NEmbd, config.NumLabels, hasBias: false);
         RegisterComponents();
         InitWeights();
+        ApplyConfiguredPruning();
     }
 
     public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
@@ -187,6 +206,22 @@ public sealed class Gpt2Transformer : TransformerModel
     }
 
     public override IReadOnlyList<string> HeadModuleNames => Head == ModelHead.SequenceClassification ? ["score"] : [];
+
+    /// <summary>c_attn computes q, k and v for all heads: head pruning keeps the same rows in each of its three blocks.</summary>
+    protected override IReadOnlyList<TransformerLayerView> CreateLayerViews()
+    {
+        var layers = new List<TransformerLayerView>();
+        for (int i = 0; i < Transformer.Blocks.Count; i++)
+        {
+            Gpt2Block block = Transformer.Blocks[i];
+            string p = $"transformer.h.{i}.";
+            layers.Add(new TransformerLayerView(i,
+                new AttentionView(i, block.Attn, null, null, null,
+                    fusedQkv: new(p + "attn.c_attn", block.Attn.QkvProj), output: new(p + "attn.c_proj", block.Attn.OutProj)),
+                new FeedForwardView(i, block.Mlp, [new(p + "mlp.c_fc", block.Mlp.UpProj)], new(p + "mlp.c_proj", block.Mlp.DownProj))));
+        }
+        return layers;
+    }
 
     /// <summary>
     /// Names are the same on both sides; the Conv1D weights are transposed. Files may carry the attention-mask

@@ -25,7 +25,7 @@ namespace SparseTune.Models;
 /// Grouped-query self-attention (Ainslie et al. 2023) with rotary position embedding: nh query heads share
 /// n_kv key/value heads, each k/v head serving nh / n_kv query heads.
 /// </summary>
-public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>
+public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>, IHeadedAttention
 {
     [ComponentName(Name = "q_proj")] public readonly TunableLinear QProj;   // C → nh·hs
     [ComponentName(Name = "k_proj")] public readonly TunableLinear KProj;   // C → n_kv·hs
@@ -39,6 +39,15 @@ public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin),
     public int NumHeads;
     public int NumKeyValueHeads;
     public readonly int HeadDim;
+    Tensor? headGate;
+
+    /// <summary>(nh) multiplier of each query head's context before o_proj; null: ungated. See <see cref="AttentionView.HeadGate"/>.</summary>
+    public Tensor? HeadGate { get => headGate; set => headGate = Gates.Check(value, NumHeads, $"{nameof(LlamaAttention)} HeadGate"); }
+
+    int IHeadedAttention.NumHeads => NumHeads;
+    int IHeadedAttention.NumKeyValueHeads => NumKeyValueHeads;
+    int IHeadedAttention.HeadDim => HeadDim;
+    void IHeadedAttention.SetHeadCounts(int heads, int keyValueHeads) => (NumHeads, NumKeyValueHeads) = (heads, keyValueHeads);
 
     public LlamaAttention(LlamaConfig config) : base(nameof(LlamaAttention))
     {
@@ -66,6 +75,7 @@ public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin),
         k = RepeatKeyValue(k);                                                             // (B, nh, T, hs)
         v = RepeatKeyValue(v);                                                             // (B, nh, T, hs)
         Tensor y = F.scaled_dot_product_attention(q, k, v, mask, is_casual: mask is null); // (B, nh, T, hs)
+        if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);                // (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, NumHeads * HeadDim);                           // (B, T, nh·hs)
         return OProj.call(y);
     }
@@ -82,12 +92,16 @@ public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin),
 }
 
 /// <summary>SwiGLU feed-forward (Shazeer 2020): down_proj(act(gate_proj(x)) · up_proj(x)), act = silu.</summary>
-public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+public sealed class LlamaMlp : nn.Module<Tensor, Tensor>, IGatedFeedForward
 {
     [ComponentName(Name = "gate_proj")] public readonly TunableLinear GateProj;   // C → I
     [ComponentName(Name = "up_proj")] public readonly TunableLinear UpProj;       // C → I
     [ComponentName(Name = "down_proj")] public readonly TunableLinear DownProj;   // I → C
     readonly string activation;
+    Tensor? neuronGate;
+
+    /// <summary>(I) multiplier of act(gate)·up before down_proj; null: ungated. See <see cref="FeedForwardView.NeuronGate"/>.</summary>
+    public Tensor? NeuronGate { get => neuronGate; set => neuronGate = Gates.Check(value, DownProj.InFeatures, $"{nameof(LlamaMlp)} NeuronGate"); }
 
     public LlamaMlp(LlamaConfig config) : base(nameof(LlamaMlp))
     {
@@ -98,8 +112,12 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) =>
-        DownProj.call(Activations.Apply(activation, GateProj.call(x)) * UpProj.call(x));
+    public override Tensor forward(Tensor x)
+    {
+        Tensor h = Activations.Apply(activation, GateProj.call(x)) * UpProj.call(x);   // (B, T, I)
+        if (neuronGate is not null) h = h * neuronGate;
+        return DownProj.call(h);
+    }
 }
 
 /// <summary>
@@ -177,6 +195,7 @@ public sealed class LlamaTransformer : TransformerModel
         rotary = new RotaryEmbedding(config.AttentionHeadDim, config.RopeTheta, config.MaxPositionEmbeddings);
         RegisterComponents();
         InitWeights();
+        ApplyConfiguredPruning();
     }
 
     public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
@@ -205,6 +224,28 @@ public sealed class LlamaTransformer : TransformerModel
             _ => Score!.call(AttentionMasks.PoolLastToken(x, attentionMask)),                   // (B, num_labels)
         };
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Separate q/k/v projections; under grouped-query attention k_proj and v_proj have one block of rows per
+    /// key/value head, serving <see cref="AttentionView.GroupSize"/> consecutive query heads.
+    /// </summary>
+    protected override IReadOnlyList<TransformerLayerView> CreateLayerViews()
+    {
+        var layers = new List<TransformerLayerView>();
+        for (int i = 0; i < Model.Layers.Count; i++)
+        {
+            LlamaDecoderLayer layer = Model.Layers[i];
+            LlamaAttention a = layer.SelfAttn;
+            LlamaMlp m = layer.Mlp;
+            string p = $"model.layers.{i}.";
+            layers.Add(new TransformerLayerView(i,
+                new AttentionView(i, a, new(p + "self_attn.q_proj", a.QProj), new(p + "self_attn.k_proj", a.KProj),
+                    new(p + "self_attn.v_proj", a.VProj), fusedQkv: null, output: new(p + "self_attn.o_proj", a.OProj)),
+                new FeedForwardView(i, m, [new(p + "mlp.gate_proj", m.GateProj), new(p + "mlp.up_proj", m.UpProj)],
+                    new(p + "mlp.down_proj", m.DownProj))));
+        }
+        return layers;
     }
 
     /// <summary>score for classification; an untied lm_head for the causal LM (nothing when tied).</summary>

@@ -25,6 +25,38 @@ public abstract record ModelConfig
     /// <summary>"regression" for a float target with one output, as Hugging Face names it.</summary>
     [JsonPropertyName("problem_type")] public string? ProblemType { get; init; }
 
+    /// <summary>
+    /// Hugging Face's own record of head pruning (PretrainedConfig.pruned_heads), used for gpt2, bert and roberta:
+    /// {"layer index": [ORIGINAL indices of the heads removed, sorted]}. transformers calls
+    /// model.prune_heads(config.pruned_heads) when it builds the model, so a checkpoint saved with pruned shapes
+    /// loads there as it does here. Null (not written) when nothing was pruned.
+    /// </summary>
+    [JsonPropertyName("pruned_heads")] public Dictionary<string, int[]>? PrunedHeads { get; init; }
+
+    /// <summary>
+    /// SparseTune's record of head pruning for the llama family (transformers has no head pruning there): the same
+    /// layout as <see cref="PrunedHeads"/>, original QUERY head indices; a key/value head is gone when all the
+    /// query heads of its group are. Null (not written) when nothing was pruned.
+    /// </summary>
+    [JsonPropertyName("sparsetune_pruned_heads")] public Dictionary<string, int[]>? SparseTunePrunedHeads { get; init; }
+
+    /// <summary>
+    /// SparseTune's record of FFN neuron pruning, every family: the intermediate size of each layer, in layer
+    /// order. Null (not written) while every layer has the config's intermediate size. transformers does not know
+    /// this key, so it cannot load a neuron-pruned checkpoint (its shapes differ); SparseTune can.
+    /// </summary>
+    [JsonPropertyName("sparsetune_intermediate_sizes")] public int[]? IntermediateSizes { get; init; }
+
+    /// <summary>Heads removed per layer (original indices), from whichever key records them for this family.</summary>
+    [JsonIgnore] public IReadOnlyDictionary<string, int[]>? RemovedHeads => UsesHuggingFacePrunedHeads ? PrunedHeads : SparseTunePrunedHeads;
+
+    /// <summary>True where transformers itself reads pruned_heads (gpt2, bert, roberta).</summary>
+    [JsonIgnore] public bool UsesHuggingFacePrunedHeads => this is not LlamaConfig;
+
+    /// <summary>This config with <paramref name="heads"/> recorded under the family's key (null: nothing pruned).</summary>
+    public ModelConfig WithRemovedHeads(Dictionary<string, int[]>? heads) =>
+        UsesHuggingFacePrunedHeads ? this with { PrunedHeads = heads } : this with { SparseTunePrunedHeads = heads };
+
     /// <summary>Keys this record does not model (initializer_range, transformers_version, …), written back unchanged.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? OtherKeys { get; init; }
 
@@ -83,6 +115,12 @@ public abstract record ModelConfig
         if (NumHeads <= 0) problems.Add("number of attention heads must be positive");
         else if (HiddenSize % NumHeads != 0 && this is not LlamaConfig { HeadDimOverride: not null })
             problems.Add($"hidden size {HiddenSize} is not divisible by {NumHeads} heads");
+        if (UsesHuggingFacePrunedHeads && SparseTunePrunedHeads is { Count: > 0 })
+            problems.Add($"sparsetune_pruned_heads is for llama-family models; {ModelType} records pruned heads in pruned_heads");
+        if (!UsesHuggingFacePrunedHeads && PrunedHeads is { Count: > 0 })
+            problems.Add($"{ModelType} records pruned heads in sparsetune_pruned_heads, not pruned_heads (transformers cannot prune its heads)");
+        if (IntermediateSizes is { } sizes && sizes.Length != NumLayers)
+            problems.Add($"sparsetune_intermediate_sizes has {sizes.Length} entries for {NumLayers} layers");
         if (problems.Count > 0) throw new ModelConfigException(string.Join("; ", problems));
     }
 

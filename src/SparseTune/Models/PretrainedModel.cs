@@ -59,7 +59,9 @@ public static class PretrainedModel
     /// <summary>
     /// Loads a Hugging Face folder. With <paramref name="head"/> different from the checkpoint's own, the new
     /// head is initialised fresh (and reported); <paramref name="labels"/> sets the classes of a new
-    /// classification head.
+    /// classification head. Pruning recorded in config.json (pruned_heads, sparsetune_pruned_heads,
+    /// sparsetune_intermediate_sizes) is applied to the model's shapes when it is built, before any weight is
+    /// copied, so the strict shape checks compare against the pruned shapes.
     /// </summary>
     public static TransformerModel Load(string directory, ModelHead? head = null, IReadOnlyList<string>? labels = null)
         => Load(directory, head, labels, out _);
@@ -198,7 +200,11 @@ public static class PretrainedModel
         }
     }
 
-    /// <summary>Writes config.json and model.safetensors (Hugging Face names) into <paramref name="directory"/>.</summary>
+    /// <summary>
+    /// Writes config.json and model.safetensors (Hugging Face names) into <paramref name="directory"/>. A pruned
+    /// model's config carries its pruning record (<see cref="TransformerModel.PruneHeads"/>); an unpruned one's
+    /// has no pruning keys.
+    /// </summary>
     public static void Save(TransformerModel model, string directory, long maxShardBytes = long.MaxValue)
     {
         Directory.CreateDirectory(directory);

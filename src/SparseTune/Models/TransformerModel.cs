@@ -30,7 +30,7 @@ public sealed record ModelOutput(Tensor LastHiddenState, Tensor Logits) : IDispo
 /// <c>state_dict()</c> keys are Hugging Face checkpoint keys (pinned by a test); <see cref="WeightTable"/>
 /// names the exceptions (transposed GPT-2 Conv1D weights, ignored buffers, alternative prefixes).
 /// </summary>
-public abstract class TransformerModel : nn.Module
+public abstract partial class TransformerModel : nn.Module
 {
     protected TransformerModel(string name, ModelConfig config, ModelHead head) : base(name)
     {

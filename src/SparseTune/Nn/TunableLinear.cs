@@ -20,6 +20,24 @@ public interface ILinearAdapter : IDisposable
 
     /// <summary>The adapter's trainable tensors, named relative to the layer (e.g. "lora_A.weight").</summary>
     IEnumerable<(string Name, Parameter Parameter)> TrainableParameters();
+
+    /// <summary>
+    /// Whether the adapter can shrink with its layer (<see cref="KeepRows"/>, <see cref="KeepColumns"/>).
+    /// Structured pruning asks every touched layer's adapter first and refuses the whole request otherwise.
+    /// </summary>
+    bool CanFollowResize => false;
+
+    /// <summary>
+    /// Called by <see cref="TunableLinear.KeepRows"/> before the base weight shrinks: keep only the adapter's
+    /// state for output features <paramref name="rows"/>. Record every replaced Parameter in
+    /// <see cref="ParameterLineage"/> so optimizer moments follow.
+    /// </summary>
+    void KeepRows(TunableLinear layer, Tensor rows) =>
+        throw new NotSupportedException($"{GetType().Name} cannot follow a resize of its layer (removing output rows)");
+
+    /// <summary>As <see cref="KeepRows"/>, for input features (columns of the base weight).</summary>
+    void KeepColumns(TunableLinear layer, Tensor columns) =>
+        throw new NotSupportedException($"{GetType().Name} cannot follow a resize of its layer (removing input columns)");
 }
 
 /// <summary>
@@ -55,21 +73,41 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) =>
         Adapter is null ? nn.functional.linear(x, weight, bias) : Adapter.Forward(this, x);
 
-    /// <summary>Physically removes output features: keeps rows <paramref name="rows"/> of W and b.</summary>
+    /// <summary>
+    /// Physically removes output features: keeps rows <paramref name="rows"/> (int64 indices) of W and b. The
+    /// attached adapter follows first (and throws <see cref="NotSupportedException"/>, leaving the layer as it
+    /// was, if it cannot). W and b become new Parameters, recorded in <see cref="ParameterLineage"/>.
+    /// </summary>
     public void KeepRows(Tensor rows)
     {
-        using var _ = no_grad();
-        ReplaceWeight(weight.index_select(0, rows), bias?.index_select(0, rows));
+        Adapter?.KeepRows(this, rows);
+        var (oldWeight, oldBias) = (weight, bias);
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+            ReplaceWeight(weight.index_select(0, rows), bias?.index_select(0, rows));
+        ParameterLineage.Record(weight, oldWeight, 0, rows);
+        if (bias is not null) ParameterLineage.Record(bias, oldBias!, 0, rows);
     }
 
-    /// <summary>Physically removes input features: keeps columns <paramref name="columns"/> of W.</summary>
+    /// <summary>
+    /// Physically removes input features: keeps columns <paramref name="columns"/> of W (b is unchanged, but
+    /// becomes a new Parameter too). The attached adapter follows first, as in <see cref="KeepRows"/>.
+    /// </summary>
     public void KeepColumns(Tensor columns)
     {
-        using var _ = no_grad();
-        ReplaceWeight(weight.index_select(1, columns), bias?.detach().clone());
+        Adapter?.KeepColumns(this, columns);
+        var (oldWeight, oldBias) = (weight, bias);
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+            ReplaceWeight(weight.index_select(1, columns), bias?.detach().clone());
+        ParameterLineage.Record(weight, oldWeight, 1, columns);
+        if (bias is not null) ParameterLineage.Record(bias, oldBias!, 0, null);
     }
 
-    /// <summary>Swaps in new weight (and bias) tensors, keeping requires_grad.</summary>
+    /// <summary>
+    /// Swaps in new weight (and bias) tensors, keeping requires_grad. The new Parameters live outside any dispose
+    /// scope (the layer owns them); the old ones are disposed.
+    /// </summary>
     public void ReplaceWeight(Tensor newWeight, Tensor? newBias)
     {
         bool trainWeight = weight.requires_grad;
@@ -77,8 +115,10 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
         var oldWeight = weight;
         var oldBias = bias;
         weight = new Parameter(newWeight.detach().contiguous(), trainWeight);
+        weight.DetachFromDisposeScope();
         ConditionallyRegisterParameter("weight", weight);
         bias = newBias is null ? null : new Parameter(newBias.detach().contiguous(), trainBias);
+        bias?.DetachFromDisposeScope();
         ConditionallyRegisterParameter("bias", bias);
         oldWeight.Dispose();
         oldBias?.Dispose();

@@ -1,3 +1,4 @@
+using SparseTune.Nn;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -24,7 +25,15 @@ public sealed class AdamW : IDisposable
     /// <summary>Optimizer steps taken (t in the bias corrections).</summary>
     public long StepCount { get; private set; }
 
-    public AdamW(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWOptions options, Func<string, bool> isNoDecay)
+    /// <param name="inheritFrom">
+    /// An optimizer over an earlier version of these parameters (before structured pruning rebuilt some of them).
+    /// Its step count carries over, and each parameter gets moments from it: a Parameter object it held keeps its
+    /// moments (copied); one cut from such a parameter, possibly through several cuts, gets that parameter's
+    /// moments cut the same way (<see cref="ParameterLineage"/>); anything else starts at zero. The earlier
+    /// optimizer is only read: dispose it afterwards.
+    /// </param>
+    public AdamW(IEnumerable<(string Name, Parameter Parameter)> parameters, AdamWOptions options, Func<string, bool> isNoDecay,
+        AdamW? inheritFrom = null)
     {
         this.options = options;
         var seen = new HashSet<IntPtr>();
@@ -32,7 +41,43 @@ public sealed class AdamW : IDisposable
         {
             if (!p.requires_grad) throw new ArgumentException($"parameter {name} is frozen but was given to the optimizer");
             if (!seen.Add(p.Handle)) continue; // a tied tensor is one parameter
-            slots.Add(new Slot(name, p, !isNoDecay(name), zeros_like(p).DetachFromDisposeScope(), zeros_like(p).DetachFromDisposeScope()));
+            var (expAvg, expAvgSq) = inheritFrom?.InheritedMoments(p) ?? (zeros_like(p), zeros_like(p));
+            slots.Add(new Slot(name, p, !isNoDecay(name), expAvg.DetachFromDisposeScope(), expAvgSq.DetachFromDisposeScope()));
+        }
+        StepCount = inheritFrom?.StepCount ?? 0;
+    }
+
+    /// <summary>The moments (exp_avg, exp_avg_sq) this optimizer keeps for <paramref name="parameter"/> (the same object), if any.</summary>
+    public (Tensor ExpAvg, Tensor ExpAvgSq)? MomentsOf(Parameter parameter)
+    {
+        foreach (var s in slots)
+            if (ReferenceEquals(s.Parameter, parameter)) return (s.ExpAvg, s.ExpAvgSq);
+        return null;
+    }
+
+    /// <summary>New moment tensors for <paramref name="parameter"/> derived from this optimizer's, or null.</summary>
+    (Tensor ExpAvg, Tensor ExpAvgSq)? InheritedMoments(Parameter parameter)
+    {
+        var held = new HashSet<Parameter>(slots.Select(s => s.Parameter), ReferenceEqualityComparer.Instance);
+        var found = ParameterLineage.FindAncestor(parameter, held.Contains);
+        if (found is not { } lineage) return null;
+        var (m, v) = MomentsOf(lineage.Ancestor)!.Value;
+        using var _ = no_grad();
+        Tensor expAvg = Follow(m, lineage.Cuts), expAvgSq = Follow(v, lineage.Cuts);
+        if (!expAvg.shape.SequenceEqual(parameter.shape))
+            throw new InvalidOperationException($"moments cut along the recorded lineage are [{string.Join(", ", expAvg.shape)}], the parameter is [{string.Join(", ", parameter.shape)}]");
+        return (expAvg, expAvgSq);
+
+        static Tensor Follow(Tensor moment, IReadOnlyList<ParameterOrigin> cuts)
+        {
+            Tensor current = moment.clone();
+            foreach (ParameterOrigin cut in cuts)
+            {
+                Tensor next = cut.Apply(current);
+                current.Dispose();
+                current = next;
+            }
+            return current;
         }
     }
 

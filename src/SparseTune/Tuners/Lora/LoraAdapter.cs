@@ -38,16 +38,17 @@ public sealed class LoraAdapter : ILinearAdapter
         using (no_grad()) nn.init.kaiming_uniform_(LoraA, Math.Sqrt(5));
     }
 
-    /// <summary>lora_A.weight, (r, in_features).</summary>
-    public Parameter LoraA { get; }
+    /// <summary>lora_A.weight, (r, in_features). A new Parameter after a resize or <see cref="KeepRanks"/>.</summary>
+    public Parameter LoraA { get; private set; }
 
-    /// <summary>lora_B.weight, (out_features, r).</summary>
-    public Parameter LoraB { get; }
+    /// <summary>lora_B.weight, (out_features, r). A new Parameter after a resize or <see cref="KeepRanks"/>.</summary>
+    public Parameter LoraB { get; private set; }
 
-    public int Rank { get; }
+    /// <summary>Ranks present now; lower than the rank the adapter was built with after <see cref="KeepRanks"/>.</summary>
+    public int Rank { get; private set; }
     public double Alpha { get; }
 
-    /// <summary>alpha / r.</summary>
+    /// <summary>alpha / r with r the rank the adapter was built with (see <see cref="KeepRanks"/>).</summary>
     public double Scaling { get; }
 
     public double DropoutProbability { get; }
@@ -91,6 +92,46 @@ public sealed class LoraAdapter : ILinearAdapter
         using var delta = DeltaWeight(layer);
         layer.weight.sub_(delta);
         Merged = false;
+    }
+
+    /// <summary>LoRA shrinks with its layer: B holds one row per output feature, A one column per input feature.</summary>
+    public bool CanFollowResize => true;
+
+    /// <summary>Output features removed from the layer: keep rows <paramref name="rows"/> of B (out, r).</summary>
+    public void KeepRows(TunableLinear layer, Tensor rows) => LoraB = Cut(LoraB, 0, rows);
+
+    /// <summary>Input features removed from the layer: keep columns <paramref name="columns"/> of A (r, in).</summary>
+    public void KeepColumns(TunableLinear layer, Tensor columns) => LoraA = Cut(LoraA, 1, columns);
+
+    /// <summary>
+    /// Drops LoRA ranks: keeps rows <paramref name="ranks"/> of A and the same columns of B, so
+    /// B·A = Σ over kept r of B[:, r] A[r, :]. <see cref="Scaling"/> stays alpha / (original rank) on purpose:
+    /// the surviving ranks then contribute exactly what they did before, and the result equals the old adapter
+    /// with the dropped ranks zeroed (recomputing alpha / new rank would rescale the whole update). Whoever
+    /// writes a PEFT adapter_config.json afterwards must store lora_alpha = Scaling · Rank to keep that function.
+    /// </summary>
+    /// <param name="ranks">int64 indices in [0, Rank), distinct, at least one.</param>
+    public void KeepRanks(Tensor ranks)
+    {
+        if (Merged) throw new InvalidOperationException("cannot drop LoRA ranks while the adapter is merged into the weight; unmerge first");
+        long[] kept;
+        using (Tensor asLong = ranks.to_type(ScalarType.Int64)) kept = asLong.data<long>().ToArray();
+        if (kept.Length == 0) throw new ArgumentException("KeepRanks needs at least one rank to keep", nameof(ranks));
+        if (kept.Any(r => r < 0 || r >= Rank))
+            throw new ArgumentException($"rank {kept.First(r => r < 0 || r >= Rank)} is outside [0, {Rank})", nameof(ranks));
+        if (kept.Distinct().Count() != kept.Length)
+            throw new ArgumentException($"ranks [{string.Join(", ", kept)}] contain duplicates", nameof(ranks));
+        LoraA = Cut(LoraA, 0, ranks);
+        LoraB = Cut(LoraB, 1, ranks);
+        Rank = kept.Length;
+    }
+
+    /// <summary>A sliced copy of a factor (recorded in <see cref="ParameterLineage"/>); the old factor is disposed.</summary>
+    static Parameter Cut(Parameter factor, long dim, Tensor kept)
+    {
+        Parameter sliced = ParameterLineage.Slice(factor, dim, kept);
+        factor.Dispose();
+        return sliced;
     }
 
     public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
