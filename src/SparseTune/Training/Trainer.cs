@@ -139,8 +139,11 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             optimizer.ZeroGrad();
             if (tuner.AfterOptimizerStep(context))
             {
+                // The trainable set or shapes changed (pruning, rank dropping): surviving tensors keep their AdamW
+                // moments, sliced to what they kept (ParameterLineage); new tensors start at zero.
+                var rebuilt = NewOptimizer(optimizer);
                 optimizer.Dispose();
-                optimizer = NewOptimizer();
+                optimizer = rebuilt;
             }
 
             state.Step = step + 1;
@@ -185,7 +188,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             EvalCurve = state.Evals,
         };
 
-        AdamW NewOptimizer() => new(tuner.TrainableParameters(), new AdamWOptions(WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay);
+        AdamW NewOptimizer(AdamW? inheritFrom = null) =>
+            new(tuner.TrainableParameters(), new AdamWOptions(WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay, inheritFrom);
 
         void SaveCheckpoint(RunState s, AdamW opt)
         {
