@@ -589,4 +589,58 @@ public class LoraTests(ITestOutputHelper output)
         }
         finally { Directory.Delete(adapterDir, true); }
     }
+
+    // ---- rank dropping ----------------------------------------------------------------------------------------
+
+    [Fact]
+    public void AdapterWithDroppedRanksSavesRankAndAlphaPatternsAndReloadsToTheSameLogits()
+    {
+        random.manual_seed(11);
+        string dir = Fixtures.TempDirectory("lora-ranks");
+        try
+        {
+            using var ids = FixedIds();
+            Tensor expected;
+            string shrunk;
+            using (var model = LoadEval("bert-tiny"))
+            {
+                using var tuner = AttachAsTrained(model, new LoraOptions { Rank = 8, Alpha = 16 }, head => head.add_(0.2));
+                var first = tuner.Modules[0];
+                shrunk = first.Name;
+                using (var keep = tensor(new long[] { 1, 4, 6 })) first.Adapter.KeepRanks(keep);
+                Assert.Equal(3, first.Adapter.Rank);
+                Assert.Equal(2.0, first.Adapter.Scaling);   // alpha / original r, so the kept ranks compute what they did
+                expected = Logits(model, ids);
+                tuner.SaveAdapter(dir);
+            }
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!.AsObject();
+            Assert.Equal(8, config["r"]!.GetValue<int>());
+            Assert.Equal(3, config["rank_pattern"]![shrunk]!.GetValue<int>());
+            Assert.Equal(6.0, config["alpha_pattern"]![shrunk]!.GetValue<double>());   // Scaling · r' = 2 · 3
+            Assert.Single(config["rank_pattern"]!.AsObject());
+
+            using (expected)
+            using (var reloaded = LoadEval("bert-tiny"))
+            {
+                using var tuner = LoraTuner.LoadAdapter(reloaded, dir);
+                Assert.Equal(3, tuner.Modules.Single(m => m.Name == shrunk).Adapter.Rank);
+                Assert.All(tuner.Modules.Where(m => m.Name != shrunk), m => Assert.Equal(8, m.Adapter.Rank));
+                using var actual = Logits(reloaded, ids);
+                double error = MaxAbsDiff(actual, expected);
+                output.WriteLine($"rank-dropped adapter reloaded: max |Δ| {error:E3}");
+                Assert.True(error <= 1e-6, $"{error}");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void RankPatternKeysMatchAsPeftDoes()
+    {
+        var config = new PeftLoraConfig { R = 8, LoraAlpha = 16, RankPattern = new Dictionary<string, int> { ["layer.1.attention.self.query"] = 2 }, AlphaPattern = new Dictionary<string, double> { ["value"] = 4 } };
+        Assert.Equal((2, 16.0), config.For("bert.encoder.layer.1.attention.self.query"));
+        Assert.Equal((8, 16.0), config.For("bert.encoder.layer.11.attention.self.query"));   // "layer.1." must not match "layer.11."
+        Assert.Equal((8, 4.0), config.For("bert.encoder.layer.0.attention.self.value"));
+        Assert.Equal((8, 16.0), config.For("bert.encoder.layer.0.attention.self.query"));
+    }
 }

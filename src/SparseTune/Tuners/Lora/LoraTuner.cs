@@ -50,7 +50,7 @@ public sealed class LoraTuner : Tuner
         if (this.model is not null) throw new InvalidOperationException("LoraTuner is already attached to a model");
         var saved = ResolveTrainedModules(model).ToList();
         var targets = ResolveTargets(model, options, saved, out var recordedTargets);
-        AttachTo(model, targets, saved, recordedTargets, Context.TrainedModules ?? saved);
+        AttachTo(model, targets, saved, recordedTargets, Context.TrainedModules ?? saved, _ => (options.Rank, options.Alpha));
     }
 
     /// <summary>
@@ -81,7 +81,7 @@ public sealed class LoraTuner : Tuner
     }
 
     void AttachTo(TransformerModel model, IReadOnlyList<(string Name, TunableLinear Layer)> targets, List<string> saved,
-        IReadOnlyList<string> recordedTargets, IReadOnlyList<string>? recordedModulesToSave)
+        IReadOnlyList<string> recordedTargets, IReadOnlyList<string>? recordedModulesToSave, Func<string, (int Rank, double Alpha)> rankOf)
     {
         var occupied = targets.Where(t => t.Layer.Adapter is not null).Select(t => $"{t.Name} ({t.Layer.Adapter!.GetType().Name})").ToList();
         if (occupied.Count > 0)
@@ -90,7 +90,8 @@ public sealed class LoraTuner : Tuner
         FreezeAll(model);
         foreach (var (name, layer) in targets)
         {
-            var adapter = new LoraAdapter(layer, options.Rank, options.Alpha, options.Dropout);
+            var (rank, alpha) = rankOf(name);
+            var adapter = new LoraAdapter(layer, rank, alpha, options.Dropout);
             layer.Adapter = adapter;
             modules.Add(new LoraModule(name, layer, adapter));
         }
@@ -191,6 +192,9 @@ public sealed class LoraTuner : Tuner
         {
             R = options.Rank,
             LoraAlpha = options.Alpha,
+            // Modules whose ranks were dropped keep their function: alpha' = Scaling · r' (Scaling stays alpha / r).
+            RankPattern = modules.Where(m => m.Adapter.Rank != options.Rank).ToDictionary(m => m.Name, m => m.Adapter.Rank),
+            AlphaPattern = modules.Where(m => m.Adapter.Rank != options.Rank).ToDictionary(m => m.Name, m => m.Adapter.Scaling * m.Adapter.Rank),
             LoraDropout = options.Dropout,
             TargetModules = configTargets,
             ModulesToSave = configModulesToSave,
@@ -247,8 +251,9 @@ public sealed class LoraTuner : Tuner
             }
             if (!hasA) problems.Add($"missing key {PeftAdapterFormat.LoraAKey(module)}");
             if (!hasB) problems.Add($"missing key {PeftAdapterFormat.LoraBKey(module)}");
-            if (hasA) CheckShape(PeftAdapterFormat.LoraAKey(module), [config.R, layer.InFeatures]);
-            if (hasB) CheckShape(PeftAdapterFormat.LoraBKey(module), [layer.OutFeatures, config.R]);
+            int rank = config.For(module).Rank;
+            if (hasA) CheckShape(PeftAdapterFormat.LoraAKey(module), [rank, layer.InFeatures]);
+            if (hasB) CheckShape(PeftAdapterFormat.LoraBKey(module), [layer.OutFeatures, rank]);
             targets.Add((module, layer));
         }
         if (loraKeys.Count == 0) problems.Add("the weights file holds no lora_A/lora_B tensors");
@@ -285,7 +290,7 @@ public sealed class LoraTuner : Tuner
         var tuner = new LoraTuner(options) { Context = new TunerContext { TrainedModules = saveNames, BaseModelPath = config.BaseModelNameOrPath } };
         // Attach in the model's own module order, as Attach does.
         var ordered = model.NamedLinears().Where(l => loraKeys.ContainsKey(l.Name)).ToList();
-        tuner.AttachTo(model, ordered, saved, options.TargetModules!, recordedSaveNames);
+        tuner.AttachTo(model, ordered, saved, options.TargetModules!, recordedSaveNames, config.For);
         using (no_grad())
         {
             foreach (var m in tuner.modules)

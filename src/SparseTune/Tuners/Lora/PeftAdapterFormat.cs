@@ -65,6 +65,23 @@ public sealed record PeftLoraConfig
     /// <summary>True for GPT-2: Hugging Face stores its Conv1D weights (in, out), so PEFT transposes the merged delta.</summary>
     public bool FanInFanOut { get; init; }
     public string Bias { get; init; } = "none";
+    /// <summary>Per-module ranks that differ from r (PEFT's rank_pattern), e.g. after ranks were dropped; keys match as PEFT's get_pattern_key.</summary>
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    /// <summary>Per-module lora_alpha that differs from lora_alpha (PEFT's alpha_pattern).</summary>
+    public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>
+    /// The rank and alpha of one module: PEFT's get_pattern_key picks the first pattern key that matches the module
+    /// name as a regular expression <c>(.*\.)?KEY$</c>, else the global r and lora_alpha.
+    /// </summary>
+    public (int Rank, double Alpha) For(string moduleName)
+    {
+        static string? Key(IEnumerable<string> keys, string name) =>
+            keys.FirstOrDefault(k => System.Text.RegularExpressions.Regex.IsMatch(name, $"^(.*\\.)?{k}$"));
+        int rank = Key(RankPattern.Keys, moduleName) is { } rk ? RankPattern[rk] : R;
+        double alpha = Key(AlphaPattern.Keys, moduleName) is { } ak ? AlphaPattern[ak] : LoraAlpha;
+        return (rank, alpha);
+    }
 
     /// <summary>Writes adapter_config.json as PEFT's save_pretrained does (indent 2, sorted keys).</summary>
     public void Save(string directory)
@@ -74,7 +91,7 @@ public sealed record PeftLoraConfig
         JsonNode alpha = LoraAlpha == Math.Floor(LoraAlpha) && Math.Abs(LoraAlpha) < int.MaxValue ? JsonValue.Create((int)LoraAlpha) : JsonValue.Create(LoraAlpha);
         var fields = new SortedDictionary<string, JsonNode?>(StringComparer.Ordinal)
         {
-            ["alpha_pattern"] = new JsonObject(),
+            ["alpha_pattern"] = new JsonObject(AlphaPattern.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
             ["auto_mapping"] = null,
             ["base_model_name_or_path"] = BaseModelNameOrPath,
             ["bias"] = Bias,
@@ -88,7 +105,7 @@ public sealed record PeftLoraConfig
             ["modules_to_save"] = List(ModulesToSave),
             ["peft_type"] = "LORA",
             ["r"] = R,
-            ["rank_pattern"] = new JsonObject(),
+            ["rank_pattern"] = new JsonObject(RankPattern.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
             ["revision"] = null,
             ["target_modules"] = List(TargetModules),
             ["task_type"] = TaskType,
@@ -124,8 +141,16 @@ public sealed record PeftLoraConfig
         if (bias != "none") problems.Add($"bias '{bias}' (trained biases) is not supported; only 'none'");
         if (Bool("use_dora")) problems.Add("use_dora (DoRA) is not supported");
         if (Bool("use_rslora")) problems.Add("use_rslora (rank-stabilised scaling) is not supported");
-        if (root["rank_pattern"] is JsonObject { Count: > 0 }) problems.Add("rank_pattern (per-module ranks) is not supported");
-        if (root["alpha_pattern"] is JsonObject { Count: > 0 }) problems.Add("alpha_pattern (per-module alphas) is not supported");
+        var rankPattern = new Dictionary<string, int>();
+        if (root["rank_pattern"] is JsonObject ranks)
+            foreach (var (key, value) in ranks)
+                if (value is JsonValue v && v.TryGetValue(out int rank) && rank >= 1) rankPattern[key] = rank;
+                else problems.Add($"rank_pattern[{key}] is not a positive integer");
+        var alphaPattern = new Dictionary<string, double>();
+        if (root["alpha_pattern"] is JsonObject alphas)
+            foreach (var (key, value) in alphas)
+                if (value is JsonValue v && v.TryGetValue(out double a)) alphaPattern[key] = a;
+                else problems.Add($"alpha_pattern[{key}] is not a number");
         if (problems.Count > 0) throw new NotSupportedException($"{file}: {string.Join("; ", problems)}");
 
         return new PeftLoraConfig
@@ -145,6 +170,8 @@ public sealed record PeftLoraConfig
             BaseModelNameOrPath = Str("base_model_name_or_path"),
             FanInFanOut = Bool("fan_in_fan_out"),
             Bias = bias,
+            RankPattern = rankPattern,
+            AlphaPattern = alphaPattern,
         };
 
         string? Str(string key) => root[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
