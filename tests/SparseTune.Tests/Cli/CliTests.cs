@@ -363,6 +363,46 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
     // ---- 5. finetune argument and data errors; a clean run's outputs ------------------------------------------------
 
     [Fact]
+    public void Finetune_AnotherMethodsFlag_IsUsageErrorNamingItsOwner()
+    {
+        var result = Cli(FinetuneArgs("lora", Path.Combine(temp, "run"), 2, "--sparse-rate", "0.1", "--lora-rank", "x"));
+        Assert.Equal(2, result.ExitCode);
+        string line = AssertOneLineError(result);
+        Assert.Contains("--sparse-rate is an option of sift, not of --method lora", line);
+        Assert.Contains("--lora-rank: 'x' is not an integer", line);
+        Assert.False(Directory.Exists(Path.Combine(temp, "run")));
+    }
+
+    [Fact]
+    public void Finetune_OnlyTheChosenMethodsOptionsAreValidated()
+    {
+        // A PST value out of range does not stop a LoRA run it does not apply to; it is named when PST runs.
+        var pst = Cli(FinetuneArgs("pst", Path.Combine(temp, "pst"), 1, "--sparsity", "1.5"));
+        Assert.Equal(2, pst.ExitCode);
+        Assert.Contains("pst: PST sparsity must be in [0, 1) (got 1.5)", AssertOneLineError(pst));
+        var lora = Cli(FinetuneArgs("lora", Path.Combine(temp, "lora"), 1, "--lora-rank", "2", "--gradient-checkpointing"));
+        Assert.True(lora.ExitCode == 0, lora.Err);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(temp, "lora", "report.json")));
+        var options = report.RootElement.GetProperty("options");
+        Assert.Equal(2, options.GetProperty("method").GetProperty("Rank").GetInt32());
+        Assert.True(options.GetProperty("training").GetProperty("GradientCheckpointing").GetBoolean());
+    }
+
+    [Fact]
+    public void Finetune_TestOnlyMethodGetsItsFlagsFromTheRegistry()
+    {
+        // BitFit is registered by the test project (Tuners/Contract/BitFitMethod.cs); the CLI lists and binds it.
+        var help = Cli("finetune", "--help");
+        Assert.Contains("--bitfit-norm-biases", help.Out);
+        string run = Path.Combine(temp, "bitfit");
+        var result = Cli(FinetuneArgs("bitfit", run, 2, "--bitfit-norm-biases", "false"));
+        Assert.True(result.ExitCode == 0, result.Err);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "report.json")));
+        Assert.False(report.RootElement.GetProperty("options").GetProperty("method").GetProperty("NormBiases").GetBoolean());
+        Assert.Equal(Path.Combine(run, "model"), report.RootElement.GetProperty("outputs").GetProperty("model").GetString());
+    }
+
+    [Fact]
     public void Finetune_UnknownMethod_IsUsageErrorListingTheMethods()
     {
         var result = Cli("finetune", "--model", BertWithVocab(), "--train", GoodTrain(), "--method", "foo", "--output", Path.Combine(temp, "run"));
