@@ -14,7 +14,7 @@ public static class MergeCommand
         var baseModel = new Option<string>("--model") { Description = "Base Hugging Face model folder.", Required = true };
         var adapter = new Option<string?>("--adapter", "--delta")
         {
-            Description = "What a method wrote: a LoRA adapter folder, a sparse-matrix file (sparse_delta.safetensors, pst_sparse.safetensors), or a run folder holding one.",
+            Description = "What a method wrote, or a run folder holding it: " + string.Join("; or ", MethodRegistry.ArtifactReaders.Select(r => r.Description)) + ".",
         };
         var output = new Option<string>("--output") { Description = "Folder to write the merged checkpoint to.", Required = true };
         var command = new Command("merge", "Merge any method's artifact into a base model and save a plain checkpoint.") { baseModel, adapter, output };
