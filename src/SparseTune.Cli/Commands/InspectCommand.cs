@@ -21,8 +21,11 @@ public static class InspectCommand
             info.AddRow("architecture", c.Architectures?.FirstOrDefault() ?? "");
             info.AddRow("layers", c.NumLayers.ToString());
             info.AddRow("hidden size", c.HiddenSize.ToString());
-            info.AddRow("attention heads", c.NumHeads.ToString());
-            info.AddRow("intermediate size", c.IntermediateSize.ToString());
+            // Per layer when structured pruning left the layers different (heads present / FFN width).
+            static string PerLayer(IEnumerable<int> values, int configured) =>
+                values.Distinct().Count() == 1 && values.First() == configured ? configured.ToString() : $"{string.Join(", ", values)} (per layer; {configured} before pruning)";
+            info.AddRow("attention heads", PerLayer(net.Layers.Select(l => l.Attention.NumHeads), c.NumHeads));
+            info.AddRow("intermediate size", PerLayer(net.Layers.Select(l => l.FeedForward.IntermediateSize), c.IntermediateSize));
             info.AddRow("vocabulary", c.VocabSize.ToString());
             if (c.NumLabels > 0) info.AddRow("labels", string.Join(", ", c.Id2Label!.OrderBy(p => int.Parse(p.Key)).Select(p => p.Value)));
             var parameters = net.named_parameters().ToList();

@@ -59,8 +59,14 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         if (batchesPerEpoch == 0) throw new ArgumentException("the training set is empty");
         int stepsPerEpoch = Math.Max(1, batchesPerEpoch / options.GradientAccumulation);
         int totalSteps = options.MaxSteps ?? stepsPerEpoch * options.Epochs;
-        int warmup = options.WarmupSteps ?? (int)Math.Ceiling(options.WarmupRatio * totalSteps);
-        var schedule = new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, totalSteps);
+        // The schedule of one training stage: a method that starts a new stage (Tuner.RestartsTraining) gets warm-up
+        // and decay again over the steps that remain.
+        LearningRateSchedule StageSchedule(int stageStart)
+        {
+            int stageSteps = totalSteps - stageStart;
+            int warmup = options.WarmupSteps ?? (int)Math.Ceiling(options.WarmupRatio * stageSteps);
+            return new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, stageSteps);
+        }
 
         tuner.Attach(model);
         model.GradientCheckpointing = options.GradientCheckpointing;
@@ -99,6 +105,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         IReadOnlyList<int[]>? epochBatches = null;
         int cachedEpoch = -1;
 
+        var schedule = StageSchedule(state.StageStart);
         model.train();
         for (int step = startStep; step < totalSteps; step++)
         {
@@ -132,7 +139,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             }
 
             if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
-            double lr = schedule.At(step);
+            double lr = schedule.At(step - state.StageStart);
             optimizer.Step(lr);
             // Gradient + optimizer bytes at their peak: gradients still alive right after the step.
             gradOptimizerBytes = Math.Max(gradOptimizerBytes, optimizer.GradientBytes() + optimizer.StateBytes);
@@ -140,10 +147,17 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             if (tuner.AfterOptimizerStep(context))
             {
                 // The trainable set or shapes changed (pruning, rank dropping): surviving tensors keep their AdamW
-                // moments, sliced to what they kept (ParameterLineage); new tensors start at zero.
-                var rebuilt = NewOptimizer(optimizer);
+                // moments, sliced to what they kept (ParameterLineage); new tensors start at zero. A method that
+                // starts a new stage gets a fresh optimizer and schedule instead.
+                bool restart = tuner.RestartsTraining(context);
+                var rebuilt = NewOptimizer(restart ? null : optimizer);
                 optimizer.Dispose();
                 optimizer = rebuilt;
+                if (restart)
+                {
+                    state.StageStart = step + 1;
+                    schedule = StageSchedule(state.StageStart);
+                }
             }
 
             state.Step = step + 1;
@@ -323,6 +337,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     sealed class RunState
     {
         public int Step;
+        public int StageStart;   // first step of the current training stage (0 unless the method restarted training)
         public long Tokens;
         public double WallSeconds;
         public long GradOptimizerBytes;
@@ -335,6 +350,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         {
             method,
             step = Step,
+            stage_start = StageStart,
             tokens = Tokens,
             wall_seconds = WallSeconds,
             grad_optimizer_bytes = GradOptimizerBytes,
@@ -353,6 +369,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             var state = new RunState
             {
                 Step = root.GetProperty("step").GetInt32(),
+                StageStart = root.TryGetProperty("stage_start", out var stage) ? stage.GetInt32() : 0,
                 Tokens = root.GetProperty("tokens").GetInt64(),
                 WallSeconds = root.GetProperty("wall_seconds").GetDouble(),
                 GradOptimizerBytes = root.GetProperty("grad_optimizer_bytes").GetInt64(),

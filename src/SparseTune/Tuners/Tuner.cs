@@ -62,6 +62,14 @@ public abstract class Tuner : IDisposable
     /// <summary>Returns true when the trainable set changed and the optimizer must be rebuilt.</summary>
     public virtual bool AfterOptimizerStep(TrainingStepContext context) => false;
 
+    /// <summary>
+    /// Asked when <see cref="AfterOptimizerStep"/> returned true. True starts a new training stage on the changed model
+    /// (Light-PEFT's fine-tuning after pruning): the rebuilt optimizer starts fresh (no moments, step 0) and the
+    /// learning-rate schedule runs again, warm-up included, over the remaining steps. Default false: the surviving
+    /// tensors keep their moments and the schedule continues.
+    /// </summary>
+    public virtual bool RestartsTraining(TrainingStepContext context) => false;
+
     public virtual void Finish(TransformerModel model) { }
 
     /// <summary>

@@ -213,6 +213,52 @@ public class TrainerTests(ITestOutputHelper output)
         Assert.Equal(2 * 3 * 4, adam.StateBytes);
     }
 
+    /// <summary>Full fine-tuning that starts a new training stage after a given (0-based) step.</summary>
+    sealed class RestartAfterTuner(int afterStep) : Tuner
+    {
+        readonly FullFineTuner inner = new();
+        public override string Name => "full";
+        public override object Options => new { };
+        public override bool ModifiesBaseWeights => true;
+        public override void Attach(TransformerModel model) => inner.Attach(model);
+        public override IEnumerable<(string Name, TorchSharp.Modules.Parameter Parameter)> TrainableParameters() => inner.TrainableParameters();
+        public override bool AfterOptimizerStep(TrainingStepContext context) => context.Step == afterStep;
+        public override bool RestartsTraining(TrainingStepContext context) => true;
+    }
+
+    [Fact]
+    public void ANewTrainingStageRestartsTheScheduleAndResumesAcrossTheBoundary()
+    {
+        var options = new TrainingOptions { MaxSteps = 8, LearningRate = 1e-2, WarmupSteps = 2, EvaluateBaseline = false, SaveEvery = 5, LogEvery = 1 };
+        string full = Fixtures.TempDirectory("stage-full"), interrupted = Fixtures.TempDirectory("stage-part");
+        try
+        {
+            using (var tuner = new RestartAfterTuner(3))
+                Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = full }, 223);
+            double[] rates = File.ReadAllLines(Path.Combine(full, "metrics.jsonl"))
+                .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("learning_rate", out _))
+                .Select(e => e.GetProperty("learning_rate").GetDouble()).ToArray();
+            output.WriteLine(string.Join(", ", rates));
+            // Stage 1: steps 0-3 over 8 steps (warm-up 2); stage 2: steps 4-7, warm-up 2 again, linear decay over 4 steps.
+            Assert.Equal([0, 5e-3, 1e-2, Math.Round(1e-2 * 5 / 6, 10), 0, 5e-3, 1e-2, 5e-3], rates.Select(r => Math.Round(r, 10)).ToArray());
+
+            double[] reference = File.ReadAllLines(Path.Combine(full, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+                .Where(e => e.TryGetProperty("loss", out _)).Select(e => e.GetProperty("loss").GetDouble()).ToArray();
+            using (var tuner = new RestartAfterTuner(3))
+                Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAt(7)));
+            double[] resumed;
+            using (var tuner = new RestartAfterTuner(3))
+                resumed = Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted, ResumeFrom = Path.Combine(interrupted, "checkpoint") }, 223)
+                    .LossCurve.Select(l => l.Loss).ToArray();
+            Assert.Equal(reference, resumed);
+        }
+        finally
+        {
+            Directory.Delete(full, true);
+            Directory.Delete(interrupted, true);
+        }
+    }
+
     /// <summary>Full fine-tuning whose loss turns NaN from a given (0-based) step on, through the extra-loss hook.</summary>
     sealed class NanFromStepTuner(int fromStep) : Tuner
     {
