@@ -63,7 +63,7 @@ public static class SparseTuneCli
             {
                 // Invalid command lines follow the same contract as every other failure: exit 2 (usage) and one
                 // line on stderr, not System.CommandLine's default of exit 1 with the full help text.
-                string problems = string.Join("; ", parse.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim().TrimEnd('.')));
+                string problems = string.Join("; ", parse.Errors.Select(e => PlainTypeNames(e.Message.ReplaceLineEndings(" ").Trim().TrimEnd('.'))));
                 Console.Error.WriteLine($"error: {problems} (see '{CommandPath(parse.CommandResult)} --help')");
                 return 2;
             }
@@ -79,4 +79,16 @@ public static class SparseTuneCli
             CliSupport.Out = previousAnsi;
         }
     }
+
+    /// <summary>"as expected type 'System.Nullable`1[System.Double]'" → "as a number": parse errors speak of values, not .NET types.</summary>
+    static string PlainTypeNames(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"as expected type '([^']+)'", m =>
+        {
+            string type = m.Groups[1].Value;
+            string plain = type.Contains("Double") || type.Contains("Single") ? "a number"
+                : type.Contains("Int") ? "an integer"
+                : type.Contains("Boolean") ? "true or false"
+                : "a value of the right kind";
+            return "as " + plain;
+        });
 }

@@ -51,7 +51,9 @@ public static class FinetuneCommand
         var textColumn = new Option<string?>("--text-column") { Description = "Text column (default: text, sentence or sentence1)." };
         var pairColumn = new Option<string?>("--text-pair-column") { Description = "Second text column for pairs (default: sentence2 if present)." };
         var labelColumn = new Option<string>("--label-column") { DefaultValueFactory = _ => "label", Description = "Label column." };
-        var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping." };
+        var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping (report.json records the counts)." };
+        var labels = new Option<string?>("--labels") { Description = "Comma-separated class names in id order; integer labels in the data are ids into it (default: the data's labels, or a classification checkpoint's id2label)." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the previous run in a non-empty --output folder (its files are removed first)." };
         var groupByLength = new Option<bool>("--group-by-length") { Description = "Batch similar lengths together (less padding)." };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute transformer blocks in backward to save activation memory (every method)." };
         var modulesToSave = new Option<string?>("--modules-to-save", "--exception-modules")
@@ -63,7 +65,7 @@ public static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
-            maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength,
+            maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength, labels, overwrite,
             checkpointing, modulesToSave,
         };
         methodFlags.AddTo(command);
@@ -91,8 +93,9 @@ public static class FinetuneCommand
                 Method = chosenMethod,
                 MaxLength = parse.GetValue(maxLength),
                 SkipBadRows = parse.GetValue(skipBad),
+                Overwrite = parse.GetValue(overwrite),
                 GroupByLength = parse.GetValue(groupByLength),
-                Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)! },
+                Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)!, Labels = List(labels) },
                 Training = new TrainingOptions
                 {
                     Epochs = parse.GetValue(epochs) ?? (demo ? DemoEpochs : 3),

@@ -59,11 +59,13 @@ public static class ForwardCommand
         }
         using var _ = no_grad();
         using ModelOutput result = net.Forward(ids, mask, types);
-        SafeTensors.Save(outputFile,
+        List<KeyValuePair<string, Tensor>> outputs =
         [
             new("logits", result.Logits.to_type(ScalarType.Float32)),
             new("last_hidden_state", result.LastHiddenState.to_type(ScalarType.Float32)),
-        ]);
+        ];
+        FiniteChecks.EnsureWritable(outputFile, outputs);
+        SafeTensors.Save(outputFile, outputs);
     }
 
     /// <summary>An id or mask tensor as int64; float tensors are refused rather than truncated (a bool mask is fine).</summary>

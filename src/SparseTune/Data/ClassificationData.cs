@@ -24,6 +24,12 @@ public sealed record ClassificationDataOptions
     /// </summary>
     public IReadOnlyList<string>? Labels { get; init; }
 
+    /// <summary>
+    /// Names of the class ids when the file's labels are all integers (a model's id2label): ids must then be below
+    /// its count. Null: integer labels must be exactly 0…K−1, each used.
+    /// </summary>
+    public IReadOnlyList<string>? IdLabels { get; init; }
+
     /// <summary>Float targets (STS-B). Off: a label that is a non-integer number is an unknown label.</summary>
     public bool Regression { get; init; }
 
@@ -68,6 +74,8 @@ public static class ClassificationData
             string? text = Field(fields, textColumn, isText: true, ref problem);
             string? pair = pairColumn is null ? null : Field(fields, pairColumn, isText: true, ref problem);
             string? label = Field(fields, options.LabelColumn, isText: false, ref problem);
+            if (problem is null && record.StructuredFields?.Contains(options.LabelColumn) == true)
+                problem = $"label {label} is a JSON {(label is "true" or "false" ? "boolean" : label![0] == '[' ? "list" : "object")}; labels are strings or integers";
             float value = 0;
             if (problem is null)
             {
@@ -79,7 +87,9 @@ public static class ClassificationData
                 }
                 else if (fixedIds is not null)
                 {
+                    // A given label list: a name, or an integer id into the list.
                     if (fixedIds.TryGetValue(label!, out int id)) value = id;
+                    else if (IsInteger(label!, out long given) && given >= 0 && given < options.Labels!.Count) { value = given; label = options.Labels[(int)given]; }
                     else problem = $"unknown label '{label}' (labels: {string.Join(", ", options.Labels!)})";
                 }
                 else if (!IsInteger(label!, out _) && double.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
@@ -96,7 +106,7 @@ public static class ClassificationData
         IReadOnlyList<string> labels = options.Labels ?? [];
         if (!options.Regression && fixedIds is null)
         {
-            var collected = CollectLabels(rows.Select(r => (r.Line, r.Label)).ToList(), bad);
+            var collected = CollectLabels(path, rows.Select(r => (r.Line, r.Label)).ToList(), bad, options.IdLabels);
             labels = collected.Names;
             for (int i = 0; i < rows.Count; i++)
                 rows[i] = rows[i] with { Value = collected.Ids.TryGetValue(rows[i].Label, out int id) ? id : -1 };
@@ -137,22 +147,43 @@ public static class ClassificationData
     static bool IsInteger(string label, out long value) =>
         long.TryParse(label, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out value);
 
-    /// <summary>Label names and ids from the rows' labels: integer labels are their own ids (names "0".."max"; a
-    /// negative one is a bad row), anything else numbers the names in order of first appearance.</summary>
-    static (IReadOnlyList<string> Names, Dictionary<string, int> Ids) CollectLabels(List<(int Line, string Label)> rows, BadRows bad)
+    /// <summary>
+    /// Label names and ids from the rows' labels. Integer labels are class ids: 0…K−1 with every id used, or below
+    /// the count of <paramref name="idLabels"/> (then named by it); a negative or out-of-range id is a bad row, an
+    /// unused id in the middle an error naming the line of the largest one. Names are numbered in order of first
+    /// appearance. A file that mixes integers and names is an error naming one line of each.
+    /// </summary>
+    static (IReadOnlyList<string> Names, Dictionary<string, int> Ids) CollectLabels(string path, List<(int Line, string Label)> rows, BadRows bad,
+        IReadOnlyList<string>? idLabels)
     {
         var ids = new Dictionary<string, int>();
-        if (rows.Count > 0 && rows.All(r => IsInteger(r.Label, out _)))
+        var integer = rows.FirstOrDefault(r => IsInteger(r.Label, out _));
+        var named = rows.FirstOrDefault(r => !IsInteger(r.Label, out _));
+        if (integer.Label is not null && named.Label is not null)
+            throw new DataFormatException(path, Math.Max(integer.Line, named.Line),
+                $"labels mix integer ids (line {integer.Line}: {integer.Label}) and names (line {named.Line}: '{named.Label}'); use one kind");
+        if (rows.Count > 0 && integer.Label is not null)
         {
+            long limit = idLabels?.Count ?? 100_000;
             long max = -1;
+            int maxLine = 0;
             foreach (var (line, label) in rows)
             {
                 IsInteger(label, out long value);
                 if (value < 0) { bad.Report(line, $"label {label} is negative; integer labels are class ids from 0"); continue; }
-                if (value > 100_000) { bad.Report(line, $"label {label} is too large for a class id"); continue; }
+                if (value >= limit)
+                {
+                    bad.Report(line, idLabels is null ? $"label {label} is too large for a class id" : $"label {label} is not a class id of the model's {idLabels.Count} labels");
+                    continue;
+                }
                 ids[label] = (int)value;
-                max = Math.Max(max, value);
+                if (value > max) { max = value; maxLine = line; }
             }
+            if (idLabels is not null) return (idLabels, ids);
+            var unused = Enumerable.Range(0, (int)max + 1).Where(i => !ids.ContainsKey(i.ToString(CultureInfo.InvariantCulture))).ToList();
+            if (unused.Count > 0)
+                throw new DataFormatException(path, maxLine,
+                    $"label {max} makes {max + 1} classes but ids {string.Join(", ", unused.Take(5))}{(unused.Count > 5 ? ", …" : "")} never appear; integer labels must be 0…K−1 (or give the label names with --labels)");
             return (Enumerable.Range(0, (int)max + 1).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToList(), ids);
         }
         var names = new List<string>();

@@ -8,7 +8,8 @@ public enum TableFormat { Auto, Csv, Tsv, Jsonl }
 
 /// <summary>One data row: the line where it starts and its fields by column name (a null value: JSON null), or
 /// why it could not be read.</summary>
-internal sealed record TableRecord(int Line, IReadOnlyDictionary<string, string?>? Fields, string? Error);
+/// <param name="StructuredFields">JSONL fields whose value was a boolean, array or object (not a string or number).</param>
+internal sealed record TableRecord(int Line, IReadOnlyDictionary<string, string?>? Fields, string? Error, IReadOnlySet<string>? StructuredFields = null);
 
 /// <summary>
 /// Rows of a CSV (header row, RFC 4180 quoting), TSV (header row, no quoting) or JSONL (one object a line) file.
@@ -159,12 +160,15 @@ internal sealed class TableFile
                     continue;
                 }
                 var row = new Dictionary<string, string?>();
+                HashSet<string>? structured = null;
                 foreach (var property in document.RootElement.EnumerateObject())
                 {
                     row[property.Name] = Scalar(property.Value);
+                    if (property.Value.ValueKind is JsonValueKind.True or JsonValueKind.False or JsonValueKind.Array or JsonValueKind.Object)
+                        (structured ??= []).Add(property.Name);
                     if (known.Add(property.Name)) columns.Add(property.Name);
                 }
-                records.Add(new TableRecord(line.Number, row, null));
+                records.Add(new TableRecord(line.Number, row, null, structured));
             }
         }
         return new TableFile { Path = path, Columns = columns, Records = records };

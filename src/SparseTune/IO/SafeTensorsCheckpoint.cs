@@ -127,7 +127,8 @@ public sealed partial class SafeTensorsCheckpoint : IDisposable
 
     public Tensor Load(string name) => FileOf(name).Load(name);
 
-    SafeTensorsFile FileOf(string name)
+    /// <summary>The file (shard) that holds tensor <paramref name="name"/>.</summary>
+    public SafeTensorsFile FileOf(string name)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         return _fileOf.TryGetValue(name, out SafeTensorsFile? file)
@@ -149,6 +150,7 @@ public sealed partial class SafeTensorsCheckpoint : IDisposable
         ArgumentNullException.ThrowIfNull(tensors);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
         List<KeyValuePair<string, Tensor>> list = tensors.ToList();
+        FiniteChecks.EnsureWritable(directory, list);
         List<SafeTensorInfo> layout = SafeTensorsFormat.Layout(list);   // validates names and dtypes up front
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         System.IO.Directory.CreateDirectory(directory);

@@ -121,8 +121,23 @@ public abstract record ModelConfig
             problems.Add($"{ModelType} records pruned heads in sparsetune_pruned_heads, not pruned_heads (transformers cannot prune its heads)");
         if (IntermediateSizes is { } sizes && sizes.Length != NumLayers)
             problems.Add($"sparsetune_intermediate_sizes has {sizes.Length} entries for {NumLayers} layers");
+        problems.AddRange(RangeProblems());
         if (problems.Count > 0) throw new ModelConfigException(string.Join("; ", problems));
     }
+
+    /// <summary>The family's own fields out of range (epsilons, dropout probabilities, activation names), each named.</summary>
+    protected virtual IEnumerable<string> RangeProblems() => [];
+
+    /// <summary>A normalisation epsilon: positive and finite (a negative one makes the output NaN).</summary>
+    protected static IEnumerable<string> Epsilon(string field, double value) =>
+        value > 0 && double.IsFinite(value) ? [] : [$"{field} must be a small positive number (got {value})"];
+
+    /// <summary>A dropout probability: in [0, 1).</summary>
+    protected static IEnumerable<string> Probability(string field, double? value) =>
+        value is null || value >= 0 && value < 1 ? [] : [$"{field} must be in [0, 1) (got {value})"];
+
+    protected static IEnumerable<string> Activation(string field, string name) =>
+        Nn.Activations.Supported.Contains(name) ? [] : [$"{field} '{name}' is not supported (supported: {string.Join(", ", Nn.Activations.Supported)})"];
 
     public string ToJson() => JsonSerializer.Serialize(this, GetType(), WriteOptions);
 
@@ -154,6 +169,10 @@ public sealed record Gpt2Config : ModelConfig
     [JsonIgnore] public override int NumHeads => NHead;
     [JsonIgnore] public override int IntermediateSize => NInner ?? 4 * NEmbd;
     [JsonIgnore] public override int MaxPositions => NPositions;
+
+    protected override IEnumerable<string> RangeProblems() =>
+        [.. Epsilon("layer_norm_epsilon", LayerNormEpsilon), .. Probability("resid_pdrop", ResidPdrop), .. Probability("embd_pdrop", EmbdPdrop),
+         .. Probability("attn_pdrop", AttnPdrop), .. Activation("activation_function", ActivationFunction)];
 }
 
 /// <summary>BERT and RoBERTa (same config class in transformers; RoBERTa differs in position ids).</summary>
@@ -177,6 +196,11 @@ public sealed record BertConfig : ModelConfig
     [JsonIgnore] public override int NumHeads => Heads;
     [JsonIgnore] public override int IntermediateSize => Intermediate;
     [JsonIgnore] public override int MaxPositions => MaxPositionEmbeddings;
+
+    protected override IEnumerable<string> RangeProblems() =>
+        [.. Epsilon("layer_norm_eps", LayerNormEps), .. Probability("hidden_dropout_prob", HiddenDropoutProb),
+         .. Probability("attention_probs_dropout_prob", AttentionProbsDropoutProb), .. Probability("classifier_dropout", ClassifierDropout),
+         .. Activation("hidden_act", HiddenAct)];
 }
 
 /// <summary>LLaMA family: llama, mistral, qwen2 (RMSNorm, rotary, grouped-query attention).</summary>
@@ -214,4 +238,7 @@ public sealed record LlamaConfig : ModelConfig
         if (Heads % NumKeyValueHeads != 0)
             throw new ModelConfigException($"num_attention_heads {Heads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
     }
+
+    protected override IEnumerable<string> RangeProblems() =>
+        [.. Epsilon("rms_norm_eps", RmsNormEps), .. Activation("hidden_act", HiddenAct)];
 }

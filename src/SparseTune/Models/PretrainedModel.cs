@@ -154,6 +154,7 @@ public static class PretrainedModel
                     continue;
                 }
                 using Tensor loaded = checkpoint.Load(fileKey);
+                FiniteChecks.EnsureFinite(checkpoint.FileOf(fileKey).Path, fileKey, loaded);
                 using Tensor oriented = entry.Transposed ? loaded.t() : loaded.alias();
                 target.copy_(oriented);
             }

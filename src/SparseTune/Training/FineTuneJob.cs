@@ -40,6 +40,11 @@ public sealed record FineTuneOptions
     public int MaxLength { get; init; } = 128;
     public bool SkipBadRows { get; init; }
     public bool GroupByLength { get; init; }
+    /// <summary>
+    /// Replace a previous run in a non-empty output folder (Hugging Face's overwrite_output_dir): its files are removed
+    /// first. Without it a non-empty output folder is refused (a resumed run continues in its own folder).
+    /// </summary>
+    public bool Overwrite { get; init; }
 
     public IReadOnlyList<string> Problems()
     {
@@ -59,6 +64,9 @@ public sealed record FineTuneOptions
 /// <summary>What a fine-tuning run produced and where.</summary>
 public sealed record FineTuneOutcome(RunReport Report, string OutputDirectory, IReadOnlyDictionary<string, string> Outputs, string TrainableSummary, int SkippedRows);
 
+/// <summary>What one data split contributed: the examples used and the rows skipped (with the first reasons, FILE:LINE: problem).</summary>
+public sealed record DataSplitReport(string File, int Examples, int RowsSkipped, IReadOnlyList<string> Skipped);
+
 /// <summary>
 /// The main job: load model, tokenizer and data; attach the method; train with the one <see cref="Trainer"/>;
 /// save the method's artifacts, the model where the method changes it, report.json and the loss plot.
@@ -70,13 +78,21 @@ public static class FineTuneJob
         var problems = options.Problems();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         string output = options.Training.OutputDirectory;
-        Directory.CreateDirectory(output);
+        if (options.Training.ResumeFrom is null) RunFolder.PrepareForNewRun(output, options.Overwrite);
 
         var tokenizer = TextTokenizer.FromFolder(options.ModelDirectory);
+        var fileConfig = ModelConfig.Load(options.ModelDirectory);
+        TokenizerChecks.AgainstModel(tokenizer, fileConfig, options.ModelDirectory);
         var encoder = new TokenizerEncoder(tokenizer);
         DataKind kind = ResolveKind(options);
-        var (trainExamples, evalExamples, labels, task, skipped) = LoadData(options, kind, encoder);
+        var data = LoadData(options, kind, encoder, fileConfig);
+        var (trainExamples, evalExamples, labels, task) = (data.Train, data.Eval, data.Labels, data.Task);
+        int skipped = data.Splits.Sum(s => s.RowsSkipped);
         log?.Invoke($"data: {trainExamples.Count} training and {evalExamples?.Count ?? 0} eval examples ({task}{(labels.Count > 0 ? ", labels " + string.Join(", ", labels) : "")}){(skipped > 0 ? $", {skipped} bad rows skipped" : "")}");
+        // Refused before any training: an evaluation file from which no row survived would give a meaningless score.
+        if (options.EvalFile is not null && evalExamples is { Count: 0 })
+            throw new InvalidDataException($"{options.EvalFile}: no usable evaluation rows ({data.Splits[1].RowsSkipped} skipped{(data.Splits[1].Skipped.Count > 0 ? ", e.g. " + data.Splits[1].Skipped[0] : "")})");
+        Directory.CreateDirectory(output);
 
         ModelHead head = task is TaskKind.Classification or TaskKind.Regression ? ModelHead.SequenceClassification : ModelHead.CausalLM;
         IReadOnlyList<string>? headLabels = task switch
@@ -85,7 +101,6 @@ public static class FineTuneJob
             TaskKind.Regression => ["score"],
             _ => null,
         };
-        var fileConfig = ModelConfig.Load(options.ModelDirectory);
         bool sameLabels = headLabels is not null && fileConfig.Id2Label is { } existing
             && existing.Count == headLabels.Count && headLabels.Select((l, i) => existing.GetValueOrDefault(i.ToString()) == l).All(x => x);
         // A new head is initialised while loading: seed first, so that the same seed gives the same run in any process.
@@ -99,16 +114,18 @@ public static class FineTuneJob
 
         using Tuner tuner = MethodRegistry.CreateTuner(options.Method, options.MethodOptions,
             new TunerContext { TrainedModules = options.Training.TrainedModules, BaseModelPath = Path.GetFullPath(options.ModelDirectory) });
+        Dictionary<string, string> outputs = [];
         var trainer = new Trainer(model, tuner, task, options.Training)
         {
             Progress = progress,
             Log = log,
             Evaluate = eval is null ? null : m => Evaluate(m, eval, task),
+            // The method's outputs are written as soon as it has finished, before anything that could still fail.
+            Finished = m => outputs = SaveOutputs(m, tuner, output, options.ModelDirectory),
         };
         TrainingResult result = trainer.Run(train);
         string summary = Trainer.TrainableSummary(model, tuner);
 
-        var outputs = SaveOutputs(model, tuner, output, options.ModelDirectory);
         string metricName = MetricSet.NamesOf(task)[0];
         string plot = Path.Combine(output, "training-curve.svg");
         LossPlot.WriteSvg(plot, result.LossCurve,
@@ -119,10 +136,18 @@ public static class FineTuneJob
         string reportPath = Path.Combine(output, "report.json");
         outputs["report"] = reportPath;
 
+        var warnings = RunWarnings.For(result, task, options.Training.LearningRate);
+        foreach (string warning in warnings) log?.Invoke("warning: " + warning);
         var report = new RunReport
         {
             Method = options.Method,
-            Options = new { method = tuner.Options, training = options.Training, data = kind.ToString(), max_length = options.MaxLength, train_file = options.TrainFile, eval_file = options.EvalFile },
+            Options = new
+            {
+                method = tuner.Options, training = options.Training, data = kind.ToString(), max_length = options.MaxLength,
+                train_file = options.TrainFile, eval_file = options.EvalFile, skip_bad_rows = options.SkipBadRows, overwrite = options.Overwrite,
+            },
+            Data = new Dictionary<string, DataSplitReport?> { ["train"] = data.Splits[0], ["eval"] = data.Splits.Count > 1 ? data.Splits[1] : null },
+            Warnings = warnings,
             Model = options.ModelDirectory,
             Task = task.ToString(),
             TrainableParameters = result.TrainableParameters,
@@ -185,8 +210,9 @@ public static class FineTuneJob
         return DataKind.Classification;
     }
 
-    static (IReadOnlyList<Example> Train, IReadOnlyList<Example>? Eval, IReadOnlyList<string> Labels, TaskKind Task, int Skipped)
-        LoadData(FineTuneOptions options, DataKind kind, ITextEncoder encoder)
+    sealed record LoadedData(IReadOnlyList<Example> Train, IReadOnlyList<Example>? Eval, IReadOnlyList<string> Labels, TaskKind Task, IReadOnlyList<DataSplitReport> Splits);
+
+    static LoadedData LoadData(FineTuneOptions options, DataKind kind, ITextEncoder encoder, ModelConfig config)
     {
         switch (kind)
         {
@@ -203,18 +229,28 @@ public static class FineTuneJob
                 var train = Load(options.TrainFile);
                 var eval = options.EvalFile is null ? null : Load(options.EvalFile);
                 if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no training examples (is the text shorter than one block of {options.MaxLength} tokens?)");
-                return (train.Examples, eval?.Examples, [], TaskKind.CausalLM, train.SkippedRows + (eval?.SkippedRows ?? 0));
+                return new LoadedData(train.Examples, eval?.Examples, [], TaskKind.CausalLM,
+                    Splits(new DataSplitReport(options.TrainFile, train.Examples.Count, train.SkippedRows, train.SkippedReasons),
+                        eval is null ? null : new DataSplitReport(options.EvalFile!, eval.Examples.Count, eval.SkippedRows, eval.SkippedReasons)));
             }
             default:
             {
-                var columns = options.Columns with { MaxLength = options.MaxLength, SkipBadRows = options.SkipBadRows, Regression = kind == DataKind.Regression };
+                // Integer labels name the classes of a classification checkpoint's own head, when it has one.
+                var idLabels = PretrainedModel.HeadOf(config) == ModelHead.SequenceClassification && config.Id2Label is { Count: > 0 } id2label
+                    ? id2label.OrderBy(p => int.Parse(p.Key, System.Globalization.CultureInfo.InvariantCulture)).Select(p => p.Value).ToList()
+                    : null;
+                var columns = options.Columns with { MaxLength = options.MaxLength, SkipBadRows = options.SkipBadRows, Regression = kind == DataKind.Regression, IdLabels = idLabels };
                 var train = ClassificationData.Load(options.TrainFile, encoder, columns);
                 if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no training examples");
                 var eval = options.EvalFile is null ? null : ClassificationData.Load(options.EvalFile, encoder, columns with { Labels = train.Regression ? null : train.Labels });
-                return (train.Examples, eval?.Examples, train.Labels, train.Task, train.SkippedRows + (eval?.SkippedRows ?? 0));
+                return new LoadedData(train.Examples, eval?.Examples, train.Labels, train.Task,
+                    Splits(new DataSplitReport(options.TrainFile, train.Examples.Count, train.SkippedRows, train.SkippedReasons),
+                        eval is null ? null : new DataSplitReport(options.EvalFile!, eval.Examples.Count, eval.SkippedRows, eval.SkippedReasons)));
             }
         }
     }
+
+    static IReadOnlyList<DataSplitReport> Splits(DataSplitReport train, DataSplitReport? eval) => eval is null ? [train] : [train, eval];
 
     /// <summary>The task's metrics over every eval batch (model already in eval mode, no grad).</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, Batcher eval, TaskKind task)

@@ -27,14 +27,21 @@ public sealed record RunReport
     [JsonPropertyName("weight_sparsity")] public double WeightSparsity { get; init; }
     [JsonPropertyName("task")] public string Task { get; init; } = "";
     [JsonPropertyName("outputs")] public IReadOnlyDictionary<string, string> Outputs { get; init; } = new Dictionary<string, string>();
+    /// <summary>Per split: examples used, rows skipped and the first reasons (FILE:LINE: problem).</summary>
+    [JsonPropertyName("data")] public IReadOnlyDictionary<string, DataSplitReport?>? Data { get; init; }
+    /// <summary>Signs that the run collapsed (<see cref="RunWarnings"/>), and numbers that were not finite.</summary>
+    [JsonPropertyName("warnings")] public IReadOnlyList<string> Warnings { get; init; } = [];
 
-    static readonly JsonSerializerOptions Json = new()
+    /// <summary>Writes report.json atomically; a NaN or infinite metric is written as null and named in warnings.</summary>
+    public void Save(string path)
     {
-        WriteIndented = true,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
-
-    public void Save(string path) => IO.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+        var nonFinite = Eval.Where(e => !double.IsFinite(e.Value)).Select(e => $"eval.{e.Key}")
+            .Concat((BaselineEval ?? new Dictionary<string, double>()).Where(e => !double.IsFinite(e.Value)).Select(e => $"baseline_eval.{e.Key}"))
+            .Concat(new[] { ("train_loss_first", TrainLossFirst), ("train_loss_last", TrainLossLast) }.Where(p => !double.IsFinite(p.Item2)).Select(p => p.Item1))
+            .ToList();
+        var report = nonFinite.Count == 0 ? this : this with { Warnings = [.. Warnings, $"{string.Join(", ", nonFinite)} not a finite number (written as null)"] };
+        IO.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(report, JsonOutput.Indented));
+    }
 
     public static JsonDocument Read(string path) => JsonDocument.Parse(File.ReadAllText(path));
 }

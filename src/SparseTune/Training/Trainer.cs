@@ -45,6 +45,12 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     /// <summary>Receives one-line notes: the trainable-parameter summary right after the method attaches.</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>
+    /// Called once the method has finished (<see cref="Tuner.Finish"/>) and before the final evaluation: the place to
+    /// save what the run produced, so that nothing after it can lose the results.
+    /// </summary>
+    public Action<TransformerModel>? Finished { get; init; }
+
     /// <summary>Computes eval metrics for the current model (the caller supplies data and metric set).</summary>
     public Func<TransformerModel, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
 
@@ -68,15 +74,20 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             return new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, stageSteps);
         }
 
+        // An interrupted checkpoint swap is recovered (the newest complete checkpoint is used) and its leftovers removed.
+        string checkpointDir = Path.Combine(options.OutputDirectory, CheckpointFolderName);
+        string? resumeFrom = options.ResumeFrom is { } requested ? CheckpointFolder.Resolve(requested) : null;
+        CheckpointFolder.CleanUp(resumeFrom ?? checkpointDir);
+
         tuner.Attach(model);
         model.GradientCheckpointing = options.GradientCheckpointing;
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();
         IReadOnlyDictionary<string, double>? baseline = null;
-        if (options.ResumeFrom is { } resumeDir)
+        if (resumeFrom is not null)
         {
-            state = LoadCheckpoint(resumeDir, null);
+            state = LoadCheckpoint(resumeFrom, null);
         }
         else
         {
@@ -89,15 +100,17 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         }
 
         var optimizer = NewOptimizer();
-        if (options.ResumeFrom is { } dir)
+        if (resumeFrom is not null)
         {
-            LoadCheckpoint(dir, optimizer);
+            LoadCheckpoint(resumeFrom, optimizer);
             startStep = state.Step;
             baseline = state.Baseline;
         }
 
         string metricsLog = Path.Combine(options.OutputDirectory, "metrics.jsonl");
-        if (options.ResumeFrom is null) File.Delete(metricsLog);   // a fresh run in a used folder starts a fresh log; a resumed one continues it
+        // A fresh run in a used folder starts a fresh log; a resumed one continues it from the checkpoint's step.
+        if (resumeFrom is null) File.Delete(metricsLog);
+        else CheckpointFolder.TruncateLog(metricsLog, state.Step);
         var stopwatch = Stopwatch.StartNew();
         double wallBefore = state.WallSeconds;
         long tokensThisRun = 0;
@@ -183,6 +196,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         model.GradientCheckpointing = false;
         // Finish first (final pruning, merges): the final evaluation scores the model the method ships.
         tuner.Finish(model);
+        Finished?.Invoke(model);
         var finalEval = Evaluate is null ? new Dictionary<string, double>() : RunEvaluation(state, metricsLog, totalSteps);
         double wall = wallBefore + stopwatch.Elapsed.TotalSeconds;
         var trainable = tuner.TrainableParameters().ToList();
@@ -219,7 +233,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 SafeTensors.Save(Path.Combine(temp, "rng.safetensors"), [new("torch", torch.random.get_rng_state())]);
             }
             s.LastCheckpointStep = s.Step;
-            AtomicFile.WriteAllText(Path.Combine(temp, "trainer_state.json"), JsonSerializer.Serialize(s.ToJson(tuner.Name)));
+            AtomicFile.WriteAllText(Path.Combine(temp, "trainer_state.json"), JsonSerializer.Serialize(s.ToJson(tuner.Name), JsonOutput.Options));
             // Swap in the new folder: the old checkpoint stays whole until the new one is complete.
             string old = final + ".old";
             if (Directory.Exists(old)) Directory.Delete(old, true);
@@ -230,9 +244,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         RunState LoadCheckpoint(string directory, AdamW? opt)
         {
-            if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"--resume: no checkpoint folder at {directory}");
             string stateFile = Path.Combine(directory, "trainer_state.json");
-            if (!File.Exists(stateFile)) throw new FileNotFoundException($"--resume: {directory} has no trainer_state.json", stateFile);
             var loaded = RunState.FromJson(File.ReadAllText(stateFile), tuner.Name, directory);
             if (opt is null)
             {
@@ -331,7 +343,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     }
 
     static void AppendJsonLine(string path, object value) =>
-        File.AppendAllText(path, JsonSerializer.Serialize(value) + "\n");
+        File.AppendAllText(path, JsonSerializer.Serialize(value, JsonOutput.Options) + "\n");
 
     /// <summary>Loop counters that a checkpoint carries.</summary>
     sealed class RunState
@@ -376,11 +388,11 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             };
             state.LastCheckpointStep = state.Step;
             if (root.GetProperty("baseline").ValueKind == JsonValueKind.Object)
-                state.Baseline = root.GetProperty("baseline").Deserialize<Dictionary<string, double>>();
+                state.Baseline = root.GetProperty("baseline").Deserialize<Dictionary<string, double>>(JsonOutput.Options);
             foreach (var pair in root.GetProperty("losses").EnumerateArray())
                 state.Losses.Add(((int)pair[0].GetDouble(), pair[1].GetDouble()));
             foreach (var e in root.GetProperty("evals").EnumerateArray())
-                state.Evals.Add((e.GetProperty("step").GetInt32(), e.GetProperty("metrics").Deserialize<Dictionary<string, double>>()!));
+                state.Evals.Add((e.GetProperty("step").GetInt32(), e.GetProperty("metrics").Deserialize<Dictionary<string, double>>(JsonOutput.Options)!));
             return state;
         }
     }

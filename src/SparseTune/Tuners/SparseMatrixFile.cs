@@ -70,6 +70,7 @@ public static class SparseMatrixFile
         };
         if (id2label is { Count: > 0 }) metadata[MethodArtifacts.Id2LabelMetadataKey] = JsonSerializer.Serialize(id2label);
         foreach (var (key, value) in extraMetadata ?? new Dictionary<string, string>()) metadata.TryAdd(key, value);
+        FiniteChecks.EnsureWritable(path, tensors);
         SafeTensors.Save(path, tensors, metadata);
     }
 
@@ -118,6 +119,7 @@ public static class SparseMatrixFile
             }
             Tensor indices = file.Load(name + ".indices").to_type(ScalarType.Int64);
             Tensor values = file.Load(name + ".values").to_type(weight.dtype);
+            if (FiniteChecks.NonFiniteCount(values) is > 0 and var badValues) { problems.Add($"tensor {name}.values holds {badValues} non-finite values (NaN or ±inf)"); continue; }
             if (indices.numel() != values.numel()) { problems.Add($"{name} has {indices.numel()} indices but {values.numel()} values"); continue; }
             if (indices.numel() > 0 && (indices.min().item<long>() < 0 || indices.max().item<long>() >= weight.numel()))
             {
@@ -133,6 +135,7 @@ public static class SparseMatrixFile
             if (!state.TryGetValue(target, out var weight)) problems.Add($"the model has no parameter {target}");
             else if (!file.Info(name).Shape.SequenceEqual(weight.shape))
                 problems.Add($"{target} is [{string.Join(", ", weight.shape)}] in the model but [{string.Join(", ", file.Info(name).Shape)}] in the file");
+            else if (FiniteChecks.NonFiniteCount(file.Load(name)) is > 0 and var badDense) problems.Add($"tensor {name} holds {badDense} non-finite values (NaN or ±inf)");
         }
         if (problems.Count > 0) throw new InvalidDataException($"{path}: {string.Join("; ", problems)}");
 

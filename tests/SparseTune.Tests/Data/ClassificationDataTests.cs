@@ -140,11 +140,16 @@ public class ClassificationDataTests
     }
 
     [Fact]
-    public void IntegerLabels_AreTheirOwnIds_UpToTheMaximum()
+    public void IntegerLabels_AreTheirOwnIds_AndMustCoverZeroToK()
     {
-        var data = ClassificationData.Load(DataFile("ids.jsonl"), Bert);
-        Assert.Equal(["0", "1", "2", "3"], data.Labels);
-        Assert.Equal([3f, 0f, 3f], data.Examples.Select(e => e.Label)); // JSON 3 and "3" are the same label
+        // Ids 0 and 3 only: 1 and 2 never appear, so the file is refused (issue 18: a stray 17 silently made 18 classes).
+        var error = Assert.Throws<DataFormatException>(() => ClassificationData.Load(DataFile("ids.jsonl"), Bert));
+        Assert.Equal(1, error.Line);
+        Assert.Contains("label 3 makes 4 classes but ids 1, 2 never appear", error.Message);
+        // With the model's 4 class names the same file loads: JSON 3 and "3" are the same id.
+        var data = ClassificationData.Load(DataFile("ids.jsonl"), Bert, new ClassificationDataOptions { IdLabels = ["a", "b", "c", "d"] });
+        Assert.Equal(["a", "b", "c", "d"], data.Labels);
+        Assert.Equal([3f, 0f, 3f], data.Examples.Select(e => e.Label));
         Assert.Equal([1, 2, 4], data.Examples.Select(e => e.SourceLine)); // blank line 3 skipped, still counted
     }
 

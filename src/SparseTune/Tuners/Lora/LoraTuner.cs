@@ -186,6 +186,7 @@ public sealed class LoraTuner : Tuner
             var metadata = new Dictionary<string, string> { ["format"] = "pt" };
             if (model.Head == ModelHead.SequenceClassification && model.Config.Id2Label is { Count: > 0 } labels)
                 metadata[PeftAdapterFormat.Id2LabelMetadataKey] = JsonSerializer.Serialize(labels);
+            FiniteChecks.EnsureWritable(Path.Combine(directory, PeftAdapterFormat.WeightsFileName), tensors);
             SafeTensors.Save(Path.Combine(directory, PeftAdapterFormat.WeightsFileName), tensors, metadata);
         }
         new PeftLoraConfig
@@ -257,6 +258,15 @@ public sealed class LoraTuner : Tuner
             targets.Add((module, layer));
         }
         if (loraKeys.Count == 0) problems.Add("the weights file holds no lora_A/lora_B tensors");
+        // target_modules and exclude_modules are honoured: the weights must adapt exactly the block linears they name.
+        foreach (string module in loraKeys.Keys.Where(m => !config.Targets(m)))
+            problems.Add($"{module} has LoRA tensors but target_modules/exclude_modules do not select it");
+        foreach (var (name, _) in ModuleSelection.BlockLinears(model).Where(l => config.Targets(l.Name) && !loraKeys.ContainsKey(l.Name)))
+            if (config.TargetModules.Count > 0 && config.TargetModules is not [LoraOptions.AllLinear])
+                problems.Add($"target_modules selects {name} but the weights file has no LoRA tensors for it");
+        // PEFT turns fan_in_fan_out on by itself for GPT-2's Conv1D; on nn.Linear layers it would transpose the update.
+        if (config.FanInFanOut && model.Config is not Gpt2Config)
+            problems.Add($"fan_in_fan_out is true, but this {model.Config.ModelType} model's linears are not Conv1D (the update would be transposed)");
 
         // modules_to_save: PeftModelForSequenceClassification adds "classifier" and "score" itself, and PEFT skips
         // names that match no module (a BERT adapter's config lists "score"); the weights file must then hold
@@ -295,12 +305,17 @@ public sealed class LoraTuner : Tuner
         {
             foreach (var m in tuner.modules)
             {
-                using (var a = file.Load(PeftAdapterFormat.LoraAKey(m.Name))) m.Adapter.LoraA.copy_(a);
-                using (var b = file.Load(PeftAdapterFormat.LoraBKey(m.Name))) m.Adapter.LoraB.copy_(b);
+                foreach (var (key, target) in new[] { (PeftAdapterFormat.LoraAKey(m.Name), m.Adapter.LoraA), (PeftAdapterFormat.LoraBKey(m.Name), m.Adapter.LoraB) })
+                {
+                    using var loaded = file.Load(key);
+                    FiniteChecks.EnsureFinite(weightsPath, key, loaded);
+                    target.copy_(loaded);
+                }
             }
             foreach (var (key, (p, transposed)) in expected)
             {
                 using var loaded = file.Load(key);
+                FiniteChecks.EnsureFinite(weightsPath, key, loaded);
                 using var oriented = transposed ? loaded.t() : loaded.alias();
                 p.copy_(oriented);
             }

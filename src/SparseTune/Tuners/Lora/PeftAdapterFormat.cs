@@ -69,6 +69,60 @@ public sealed record PeftLoraConfig
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
     /// <summary>Per-module lora_alpha that differs from lora_alpha (PEFT's alpha_pattern).</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    /// <summary>True when target_modules was one string: PEFT then matches it as a regular expression on the full module name.</summary>
+    public bool TargetModulesIsRegex { get; init; }
+    /// <summary>PEFT's exclude_modules: modules never adapted (names, suffix rule).</summary>
+    public IReadOnlyList<string> ExcludeModules { get; init; } = [];
+
+    /// <summary>Fields read and applied (or checked against the weights file) by SparseTune.</summary>
+    static readonly HashSet<string> HonouredFields =
+    [
+        "peft_type", "r", "lora_alpha", "lora_dropout", "bias", "use_dora", "use_rslora", "rank_pattern", "alpha_pattern",
+        "target_modules", "exclude_modules", "modules_to_save", "task_type", "base_model_name_or_path", "fan_in_fan_out",
+    ];
+
+    /// <summary>Fields that change the adapter's arithmetic or layout when set: accepted only at their default.</summary>
+    static readonly Dictionary<string, string> DefaultOnlyFields = new()
+    {
+        ["layers_to_transform"] = "adapting only some layers",
+        ["layers_pattern"] = "the layer naming for layers_to_transform",
+        ["layer_replication"] = "layer replication",
+        ["lora_bias"] = "a trained bias on lora_B",
+        ["trainable_token_indices"] = "trained token embeddings",
+        ["target_parameters"] = "LoRA on parameters instead of modules",
+        ["use_qalora"] = "QA-LoRA",
+        ["megatron_config"] = "Megatron parallel layers",
+    };
+
+    /// <summary>Fields that only matter while creating or training an adapter (initialisation, runtime, bookkeeping).</summary>
+    static readonly HashSet<string> BenignFields =
+    [
+        "inference_mode", "init_lora_weights", "revision", "auto_mapping", "megatron_core", "loftq_config", "runtime_config",
+        "eva_config", "corda_config", "qalora_group_size", "peft_version",
+    ];
+
+    static bool IsEmpty(JsonNode? value) => value switch
+    {
+        null => true,
+        JsonValue v when v.TryGetValue(out bool b) => !b,
+        JsonValue v when v.TryGetValue(out string? s) => string.IsNullOrEmpty(s),
+        JsonArray a => a.Count == 0,
+        JsonObject o => o.Count == 0,
+        _ => false,
+    };
+
+    /// <summary>
+    /// Whether PEFT would adapt <paramref name="moduleName"/> by target_modules and exclude_modules: a list matches by
+    /// name suffix, one string as a regular expression on the full name ("all-linear": every block linear).
+    /// </summary>
+    public bool Targets(string moduleName)
+    {
+        if (ExcludeModules.Any(e => moduleName == e || moduleName.EndsWith("." + e, StringComparison.Ordinal))) return false;
+        if (TargetModules.Count == 0 || TargetModules is [LoraOptions.AllLinear]) return true;
+        return TargetModulesIsRegex
+            ? System.Text.RegularExpressions.Regex.IsMatch(moduleName, $"^(?:{TargetModules[0]})$")
+            : TargetModules.Any(t => moduleName == t || moduleName.EndsWith("." + t, StringComparison.Ordinal));
+    }
 
     /// <summary>
     /// The rank and alpha of one module: PEFT's get_pattern_key picks the first pattern key that matches the module
@@ -135,9 +189,28 @@ public sealed record PeftLoraConfig
         if (peftType != "LORA") problems.Add($"peft_type is '{peftType ?? "(missing)"}', expected 'LORA'");
         int r = root["r"] is JsonValue rv && rv.TryGetValue(out int ri) ? ri : 0;
         if (r < 1) problems.Add("r is missing or not a positive integer");
-        double alpha = Num("lora_alpha") ?? 8;          // PEFT's LoraConfig defaults
-        double dropout = Num("lora_dropout") ?? 0;
+        double alpha = Num("lora_alpha", 8);          // PEFT's LoraConfig defaults
+        double dropout = Num("lora_dropout", 0);
         string bias = Str("bias") ?? "none";
+        // Every other field is honoured or refused by name: those that change what the adapter computes must be at
+        // their default; unknown fields must be empty (a newer PEFT's field whose meaning SparseTune cannot know).
+        foreach (var (key, value) in root.AsObject())
+        {
+            if (HonouredFields.Contains(key)) continue;
+            if (DefaultOnlyFields.TryGetValue(key, out var what))
+            {
+                if (!IsEmpty(value)) problems.Add($"{key} ({what}) is not supported: it must be null, false or empty (got {value!.ToJsonString()})");
+                continue;
+            }
+            if (!BenignFields.Contains(key) && !IsEmpty(value))
+                problems.Add($"unknown field {key} = {value!.ToJsonString()}: SparseTune cannot tell what it changes");
+        }
+        bool targetsRegex = root["target_modules"] is JsonValue tv && tv.TryGetValue(out string? _);
+        if (root["target_modules"] is not (null or JsonArray) && !targetsRegex) problems.Add("target_modules must be a list of names or a regular expression");
+        if (root["target_modules"] is JsonArray targetList && targetList.Any(t => t is not JsonValue tj || !tj.TryGetValue(out string? _)))
+            problems.Add("target_modules must hold only names");
+        if (root["exclude_modules"] is JsonArray excluded && excluded.Any(t => t is not JsonValue ej || !ej.TryGetValue(out string? _)))
+            problems.Add("exclude_modules must hold only names");
         if (bias != "none") problems.Add($"bias '{bias}' (trained biases) is not supported; only 'none'");
         if (Bool("use_dora")) problems.Add("use_dora (DoRA) is not supported");
         if (Bool("use_rslora")) problems.Add("use_rslora (rank-stabilised scaling) is not supported");
@@ -152,6 +225,11 @@ public sealed record PeftLoraConfig
                 if (value is JsonValue v && v.TryGetValue(out double a)) alphaPattern[key] = a;
                 else problems.Add($"alpha_pattern[{key}] is not a number");
         if (problems.Count > 0) throw new NotSupportedException($"{file}: {string.Join("; ", problems)}");
+        if (root["target_modules"] is JsonValue rx && rx.TryGetValue(out string? pattern) && pattern != LoraOptions.AllLinear)
+        {
+            try { _ = new System.Text.RegularExpressions.Regex(pattern); }
+            catch (ArgumentException) { throw new NotSupportedException($"{file}: target_modules '{pattern}' is not a valid regular expression"); }
+        }
 
         return new PeftLoraConfig
         {
@@ -165,6 +243,13 @@ public sealed record PeftLoraConfig
                 JsonValue v when v.TryGetValue(out string? s) => [s],
                 _ => [],
             },
+            TargetModulesIsRegex = targetsRegex,
+            ExcludeModules = root["exclude_modules"] switch
+            {
+                JsonArray e => e.Select(n => n!.GetValue<string>()).ToList(),
+                JsonValue e when e.TryGetValue(out string? one) => [one],
+                _ => [],
+            },
             ModulesToSave = root["modules_to_save"] is JsonArray m ? m.Select(n => n!.GetValue<string>()).ToList() : null,
             TaskType = Str("task_type"),
             BaseModelNameOrPath = Str("base_model_name_or_path"),
@@ -175,7 +260,13 @@ public sealed record PeftLoraConfig
         };
 
         string? Str(string key) => root[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
-        double? Num(string key) => root[key] is JsonValue v && v.TryGetValue(out double d) ? d : null;
+        double Num(string key, double fallback)
+        {
+            if (root[key] is null) return fallback;
+            if (root[key] is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d)) return d;
+            problems.Add($"{key} must be a number (got {root[key]!.ToJsonString()})");
+            return fallback;
+        }
         bool Bool(string key) => root[key] is JsonValue v && v.TryGetValue(out bool b) && b;
     }
 }
