@@ -92,8 +92,13 @@ public abstract record ModelConfig
 
     public static ModelConfig Parse(string json)
     {
-        JsonNode root = JsonNode.Parse(json) ?? throw new ModelConfigException("config.json is empty");
-        string type = root["model_type"]?.GetValue<string>() ?? throw new ModelConfigException("config.json has no model_type");
+        if (JsonNode.Parse(json) is not JsonObject root) throw new ModelConfigException("config.json is not a JSON object");
+        string type = root["model_type"] switch
+        {
+            null => throw new ModelConfigException("config.json has no model_type"),
+            JsonValue v when v.TryGetValue(out string? name) => name,
+            var other => throw new ModelConfigException($"model_type must be a string (got {other.ToJsonString()})"),
+        };
         ModelConfig config = type switch
         {
             "gpt2" => root.Deserialize<Gpt2Config>()!,
@@ -112,6 +117,8 @@ public abstract record ModelConfig
         if (VocabSize <= 0) problems.Add("vocab_size must be positive");
         if (HiddenSize <= 0) problems.Add("hidden size must be positive");
         if (NumLayers <= 0) problems.Add("number of layers must be positive");
+        if (MaxPositions <= 0) problems.Add($"the maximum sequence length (positions) must be positive (got {MaxPositions})");
+        if (IntermediateSize <= 0) problems.Add($"the feed-forward size must be positive (got {IntermediateSize})");
         if (NumHeads <= 0) problems.Add("number of attention heads must be positive");
         else if (HiddenSize % NumHeads != 0 && this is not LlamaConfig { HeadDimOverride: not null })
             problems.Add($"hidden size {HiddenSize} is not divisible by {NumHeads} heads");
@@ -124,6 +131,14 @@ public abstract record ModelConfig
         problems.AddRange(RangeProblems());
         if (problems.Count > 0) throw new ModelConfigException(string.Join("; ", problems));
     }
+
+    /// <summary>
+    /// Roughly the parameters this config describes (embeddings, positions and, per layer, attention 4·h² and FFN
+    /// 3·h·I): enough to tell a config that does not belong to its checkpoint before allocating it.
+    /// </summary>
+    public long EstimatedParameters() =>
+        (long)VocabSize * HiddenSize + (long)MaxPositions * HiddenSize
+        + (long)NumLayers * (4L * HiddenSize * HiddenSize + 3L * HiddenSize * IntermediateSize);
 
     /// <summary>The family's own fields out of range (epsilons, dropout probabilities, activation names), each named.</summary>
     protected virtual IEnumerable<string> RangeProblems() => [];
@@ -199,6 +214,7 @@ public sealed record BertConfig : ModelConfig
 
     protected override IEnumerable<string> RangeProblems() =>
         [.. Epsilon("layer_norm_eps", LayerNormEps), .. Probability("hidden_dropout_prob", HiddenDropoutProb),
+         .. (TypeVocabSize > 0 ? Array.Empty<string>() : [$"type_vocab_size must be positive (got {TypeVocabSize})"]),
          .. Probability("attention_probs_dropout_prob", AttentionProbsDropoutProb), .. Probability("classifier_dropout", ClassifierDropout),
          .. Activation("hidden_act", HiddenAct)];
 }
@@ -235,6 +251,8 @@ public sealed record LlamaConfig : ModelConfig
     public override void Validate()
     {
         base.Validate();
+        if (NumKeyValueHeads <= 0)
+            throw new ModelConfigException($"num_key_value_heads must be positive (got {NumKeyValueHeads})");
         if (Heads % NumKeyValueHeads != 0)
             throw new ModelConfigException($"num_attention_heads {Heads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
     }

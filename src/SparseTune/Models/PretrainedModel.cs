@@ -78,10 +78,16 @@ public static class PretrainedModel
             throw new ModelConfigException($"{directory}: a classification head needs labels (config.json has no id2label)");
         config = config with { Architectures = [ArchitectureName(config, wanted)] };
 
+        using var checkpoint = SafeTensorsCheckpoint.Open(directory);
+        // A dimension in config.json that does not fit the checkpoint (n_inner 10⁹) would try to allocate the wrong model
+        // before any shape check: compare sizes first, from the headers alone.
+        long stored = checkpoint.Names.Sum(n => checkpoint.Info(n).Shape.Aggregate(1L, (a, b) => a * b));
+        long described = config.EstimatedParameters();
+        if (described > 4 * stored + 10_000_000)
+            throw new ModelConfigException($"{directory}: config.json describes a model of about {described:N0} parameters but the checkpoint holds {stored:N0}: a size in config.json does not match the weights");
         TransformerModel model = Create(config, wanted);
         try
         {
-            using var checkpoint = SafeTensorsCheckpoint.Open(directory);
             report = LoadWeights(model, checkpoint, directory, allowNewHead: wanted != fileHead || labels is not null);
             return model;
         }
