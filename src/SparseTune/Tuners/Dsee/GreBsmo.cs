@@ -1,0 +1,66 @@
+using static TorchSharp.torch;
+
+namespace SparseTune.Tuners.Dsee;
+
+/// <summary>
+/// The low-rank + sparse split of a pretrained weight that DSEE reads its sparse support Ω from: W ≈ U·V + S,
+/// in the style of GreBsmo (Zhou &amp; Tao, "Greedy Bilateral Sketch, Completion &amp; Smoothing", AISTATS 2013),
+/// as the original code runs it (METHODS.md, "DSEE"):
+/// <code>
+///   U = randn(out, 1); V = randn(1, in)
+///   repeat `rounds` times:                          the rank of V grows by `rankStep` rows per round
+///       S = 0
+///       twice: U = Q of QR((W − S)·Vᵀ); V = Uᵀ(W − S); S = W − U·V; S[|S| &lt; threshold] = 0
+///       E = W − U·V − S; V = [V; first rankStep rows of R of QR(E)]
+/// </code>
+/// Reduced QR caps the rank at min(out, in) by itself: once V has more rows than W, Q has out columns.
+/// The threshold is absolute (it depends on the weight's scale: 0.01 in the original, for BERT's weights of
+/// typical size 0.04). The random start comes from the caller's generator, so a seed fixes the result.
+/// </summary>
+public static class GreBsmo
+{
+    /// <summary>The factors and the sparse part of <paramref name="weight"/> (out, in); new tensors, no autograd history.</summary>
+    public static (Tensor U, Tensor V, Tensor Sparse) Decompose(Tensor weight, int rounds, double threshold, Generator generator, int rankStep = 5)
+    {
+        if (weight.dim() != 2) throw new ArgumentException($"expected a matrix, got [{string.Join(", ", weight.shape)}]", nameof(weight));
+        if (rounds < 1) throw new ArgumentOutOfRangeException(nameof(rounds), rounds, "at least one round");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        Tensor w = weight.detach();
+        long rows = w.shape[0], columns = w.shape[1];
+        Tensor u = randn(rows, 1, dtype: w.dtype, generator: generator);
+        Tensor v = randn(1, columns, dtype: w.dtype, generator: generator);
+        Tensor s = zeros_like(w);
+        for (int round = 0; round < rounds; round++)
+        {
+            s = zeros_like(w);
+            for (int inner = 0; inner < 2; inner++)
+            {
+                Tensor residual = w - s;                                   // W − S
+                u = linalg.qr(residual.matmul(v.t())).Q;                   // (out, k)
+                v = u.t().matmul(residual);                                // (k, in)
+                s = w - u.matmul(v);
+                s.masked_fill_(s.abs().lt(threshold), 0);
+            }
+            Tensor error = w - u.matmul(v) - s;
+            Tensor r = linalg.qr(error).R;                                 // (min(out, in), in)
+            v = cat([v, r.narrow(0, 0, Math.Min(rankStep, r.shape[0]))], 0);
+            // Free the round's temporaries; the dispose scope would otherwise hold every round's tensors.
+            scope.DisposeEverythingBut(w, u, v, s);
+        }
+        return (u.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Ω: the flat row-major indices (int64, ascending) of the <paramref name="count"/> largest |S|. When S has fewer
+    /// non-zeros than that, the rest are among its zeros (by torch's top-k order, deterministic on one machine).
+    /// </summary>
+    public static Tensor Support(Tensor sparse, int count)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        int k = (int)Math.Min(count, sparse.numel());
+        Tensor top = sparse.abs().reshape(-1).topk(k).indexes;
+        return top.sort().Values.MoveToOuterDisposeScope();
+    }
+}
