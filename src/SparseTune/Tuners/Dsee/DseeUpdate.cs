@@ -147,8 +147,8 @@ public static class DseeUpdate
                 problems.Add($"{key}: lora_A [{string.Join(", ", a)}] and lora_B [{string.Join(", ", b)}] do not fit a {rows[1]}×{shape[1]} block");
             long[] n = file.Info(key + ".sparse_indices").Shape, v = file.Info(key + ".sparse_values").Shape;
             if (!n.SequenceEqual(v)) problems.Add($"{key}: {n.FirstOrDefault()} sparse indices but {v.FirstOrDefault()} values");
-            using (var indices = file.Load(key + ".sparse_indices"))
-                if (indices.numel() > 0 && (indices.min().item<long>() < 0 || indices.max().item<long>() >= rows[1] * shape[1]))
+            using (var scope = NewDisposeScope())
+                if (file.Load(key + ".sparse_indices").to_type(ScalarType.Int64) is var indices && indices.numel() > 0 && (indices.min().item<long>() < 0 || indices.max().item<long>() >= rows[1] * shape[1]))
                     problems.Add($"{key}: sparse indices outside the block's {rows[1] * shape[1]} entries");
             blocks.Add((weight, key, rows[0], rows[1]));
         }
@@ -157,7 +157,8 @@ public static class DseeUpdate
         {
             string target = name["pruned.".Length..];
             if (!expectedShape.TryGetValue(target, out var shape)) { problems.Add($"the model has no parameter {target}"); continue; }
-            using var indices = file.Load(name);
+            using var scope = NewDisposeScope();
+            Tensor indices = file.Load(name).to_type(ScalarType.Int64);
             if (indices.numel() > 0 && (indices.min().item<long>() < 0 || indices.max().item<long>() >= shape.Aggregate(1L, (x, y) => x * y)))
                 problems.Add($"{name}: indices outside the weight's entries");
         }
