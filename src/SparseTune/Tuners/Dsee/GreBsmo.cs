@@ -19,7 +19,10 @@ namespace SparseTune.Tuners.Dsee;
 /// </summary>
 public static class GreBsmo
 {
-    /// <summary>The factors and the sparse part of <paramref name="weight"/> (out, in); new tensors, no autograd history.</summary>
+    /// <summary>
+    /// The factors of the last fit (U (out, k), V (k, in), before V grows for the next round) and the sparse part
+    /// of <paramref name="weight"/> (out, in); new tensors, no autograd history.
+    /// </summary>
     public static (Tensor U, Tensor V, Tensor Sparse) Decompose(Tensor weight, int rounds, double threshold, Generator generator, int rankStep = 5)
     {
         if (weight.dim() != 2) throw new ArgumentException($"expected a matrix, got [{string.Join(", ", weight.shape)}]", nameof(weight));
@@ -30,7 +33,7 @@ public static class GreBsmo
         long rows = w.shape[0], columns = w.shape[1];
         Tensor u = randn(rows, 1, dtype: w.dtype, generator: generator);
         Tensor v = randn(1, columns, dtype: w.dtype, generator: generator);
-        Tensor s = zeros_like(w);
+        Tensor s = zeros_like(w), fitted = v;                              // fitted: V of the last fit, before it grows
         for (int round = 0; round < rounds; round++)
         {
             s = zeros_like(w);
@@ -42,13 +45,14 @@ public static class GreBsmo
                 s = w - u.matmul(v);
                 s.masked_fill_(s.abs().lt(threshold), 0);
             }
+            fitted = v;
             Tensor error = w - u.matmul(v) - s;
             Tensor r = linalg.qr(error).R;                                 // (min(out, in), in)
             v = cat([v, r.narrow(0, 0, Math.Min(rankStep, r.shape[0]))], 0);
             // Free the round's temporaries; the dispose scope would otherwise hold every round's tensors.
-            scope.DisposeEverythingBut(w, u, v, s);
+            scope.DisposeEverythingBut(w, u, v, fitted, s);
         }
-        return (u.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
+        return (u.MoveToOuterDisposeScope(), fitted.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
     }
 
     /// <summary>
