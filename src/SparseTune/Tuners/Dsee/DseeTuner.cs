@@ -54,8 +54,21 @@ public sealed record DseeModule(string Name, TunableLinear Layer, DseeAdapter Ad
 ///  • The shipped model/ has the update merged (a plain Hugging Face checkpoint); the compact form with the update
 ///    beside the pruned weights is dsee_update.safetensors. The original saves the model with its LoRA and sparse
 ///    tensors in the state dict.
-///  • The task head trains through the shared modules-trained-in-full option (the original trains its classifier
-///    too; the pooler stays frozen in both).
+///  • The task head trains through the shared modules-trained-in-full option: for BERT that is the classifier
+///    and the pooler (2,352 more values on the test model, 590,592 on BERT-base). The original freezes every
+///    parameter under bert./roberta. except its LoRA tensors, so its pooler stays frozen; pass
+///    --modules-to-save classifier to match.
+///  • Ω has exactly N entries (<see cref="GreBsmo.Support"/>); the original's kthvalue threshold with ≥ takes more
+///    on ties. Its S is an nn.Linear under a pruning mask (dense storage, N values trained); here S is N values.
+///  • Decomposition, magnitude and random supports come from the same seeded generator; the original's random
+///    ablation ("rp") ranks randn scores, here Ω is the first N of a random permutation (same distribution).
+///  • Unstructured pruning masks W in place at the prune step; the original's second script
+///    (run_glue_prune_with_WAB.py) applies torch.nn.utils.prune global L1 masks after loading the phase-1 folder
+///    (same zeros, same kept update). Its pool 1 is every module whose name contains key, dense or in_proj, which
+///    also takes in BERT's pooler.dense (RoBERTa's classifier.dense); here pool 1 is the blocks' key,
+///    attention-output and FFN matrices only, the head being trained in full.
+///  • A resumed run restores Ω, the pruning flag and the removed heads from the checkpoint (the original re-runs
+///    phase 2 from the phase-1 folder).
 /// </remarks>
 public sealed class DseeTuner : Tuner
 {
