@@ -311,6 +311,18 @@ public class DseeTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void PrunedEntriesArePackedOneBitEach()
+    {
+        // Zeros at flat 0, 2, 8, 14 of a 3×5 weight: byte 0 = 2⁰ + 2² = 5, byte 1 = 2⁰ + 2⁶ = 65 (entries 8 … 15).
+        using var weight = tensor(new float[] { 0, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, -0f }, [3, 5]);
+        using var packed = DseeUpdate.PackZeros(weight);
+        Assert.Equal(new byte[] { 5, 65 }, packed.data<byte>().ToArray());
+        using var mask = DseeUpdate.Unpack(packed, 15);
+        using var expected = weight.reshape(-1).eq(0);
+        Assert.Equal(expected.data<bool>().ToArray(), mask.data<bool>().ToArray());
+    }
+
     [Theory]
     [InlineData("bert-tiny", 3)]
     [InlineData("gpt2-tiny", 3)]

@@ -75,7 +75,7 @@ public sealed class DseeTuner : Tuner
     readonly DseeOptions options;
     readonly List<DseeModule> modules = [];
     readonly Dictionary<int, int[]> removedHeads = [];            // layer → ORIGINAL head indices this run removed
-    readonly Dictionary<string, Tensor> prunedIndices = [];       // after Finish: weight name → flat indices of its zeros
+    readonly Dictionary<string, Tensor> prunedIndices = [];       // after Finish: weight name → its zeros, packed bits
     List<string> trainedModules = [];
     TransformerModel? model;
     bool pruned;
@@ -301,7 +301,7 @@ public sealed class DseeTuner : Tuner
             foreach (NamedLinear linear in view.Attention.Linears.Concat(view.FeedForward.Linears))
             {
                 using var scope = NewDisposeScope();
-                prunedIndices[linear.Name + ".weight"] = linear.Layer.weight.eq(0).reshape(-1).nonzero().view(-1).DetachFromDisposeScope();
+                prunedIndices[linear.Name + ".weight"] = DseeUpdate.PackZeros(linear.Layer.weight).DetachFromDisposeScope();
             }
         }
     }
