@@ -22,9 +22,10 @@ namespace SparseTune.Tuners.Dsee;
 /// What the loop does, measured (DseeTests): on a low-rank matrix plus spikes it finds the spikes while its rank is
 /// small, but the rank keeps growing and each isolated spike is a rank-1 matrix that the fit then absorbs; once the
 /// rank reaches min(out, in), U·V = W and S = 0 exactly. On a 768×768 weight, 100 rounds end at rank 496 with S
-/// non-zero in about a fifth of the entries (a N(0, 0.04²) matrix: 120,874 of 589,824) and take about 130 s on
-/// this project's 2-core CPU (≈ 50 min for BERT-base's 24 query/value matrices; <c>--decomposition-rounds</c>
-/// trades this for fidelity). On the test models (48×48) and the demo (128×128) the fit reaches full rank, S = 0,
+/// non-zero in about a fifth of the entries (a N(0, 0.04²) matrix: 120,874 of 589,824). That is ≈ 280 GFLOP
+/// (seven (768×k)·(k×768) products per round, k growing to 496, plus the QRs): 130 s measured on a 2-core machine
+/// shared with other jobs (load ≈ 20), so BERT-base's 24 query/value matrices can take minutes to most of an hour
+/// before the first step; <c>--decomposition-rounds</c> trades this for fidelity. On the test models (48×48) and the demo (128×128) the fit reaches full rank, S = 0,
 /// and Ω is top-k's order among zeros: the original has the same limit (there it even selects every entry, see
 /// <see cref="Support"/>).
 /// </para>
