@@ -1,3 +1,4 @@
+using SparseTune.Tuners.Dsee;
 using SparseTune.Tuners.Full;
 using SparseTune.Tuners.Lora;
 using SparseTune.Tuners.Pst;
@@ -18,6 +19,7 @@ public static class MethodRegistry
         new LoraMethod(),
         new SiftMethod(),
         new PstMethod(),
+        new DseeMethod(),
     ];
 
     static readonly Lock gate = new();
