@@ -64,6 +64,18 @@ public abstract partial class TransformerModel : nn.Module
     public abstract IReadOnlyList<string> HeadModuleNames { get; }
 
     /// <summary>
+    /// Head modules trained in full only when the checkpoint did not have them (BERT's pooler): a pretrained one stays
+    /// frozen, as PEFT's SEQ_CLS default and the SIFT/PST GLUE scripts leave it; a fresh one must learn.
+    /// </summary>
+    public virtual IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew => [];
+
+    /// <summary>
+    /// Parameter names the checkpoint load initialised fresh (a new task head), set by
+    /// <see cref="PretrainedModel.LoadWeights"/>; null when the model was not loaded from a checkpoint (all fresh).
+    /// </summary>
+    public IReadOnlyList<string>? NewlyInitialised { get; internal set; }
+
+    /// <summary>
     /// Recompute each transformer block during backward instead of keeping its activations
     /// (see <see cref="Nn.ActivationCheckpoint"/>); only while training.
     /// </summary>
