@@ -522,7 +522,7 @@ public sealed class BertTransformer : TransformerModel
     /// decoder (weight = word_embeddings, bias = the head's bias), BERT's next-sentence head, and a pooler our
     /// model does not build; BertModel/RobertaModel files omit the body prefix.
     /// </summary>
-    /// <summary>A pretrained pooler stays frozen by default; a fresh one trains (see the base property).</summary>
+    /// <summary>The pooler: frozen when pretrained by methods whose original does so (SIFT), trained when fresh.</summary>
     public override IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew =>
         Head == ModelHead.SequenceClassification && !config.IsRoberta ? ["bert.pooler"] : [];
 

@@ -64,8 +64,8 @@ public abstract partial class TransformerModel : nn.Module
     public abstract IReadOnlyList<string> HeadModuleNames { get; }
 
     /// <summary>
-    /// Head modules trained in full only when the checkpoint did not have them (BERT's pooler): a pretrained one stays
-    /// frozen, as PEFT's SEQ_CLS default and the SIFT/PST GLUE scripts leave it; a fresh one must learn.
+    /// Head modules that a method may leave frozen when the checkpoint had them (BERT's pooler: the SIFT and PST
+    /// GLUE scripts and PEFT's SEQ_CLS default train only the classifier) but must train when they are fresh.
     /// </summary>
     public virtual IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew => [];
 

@@ -162,6 +162,10 @@ public static class FineTuneJob
         return outputs;
     }
 
+    /// <summary>The kind of task the run's data makes (read from the first line of the training file under --data auto).</summary>
+    public static TaskFamily TaskFamilyOf(FineTuneOptions options) =>
+        ResolveKind(options) is DataKind.Classification or DataKind.Regression ? TaskFamily.Classification : TaskFamily.Generation;
+
     static DataKind ResolveKind(FineTuneOptions options)
     {
         if (options.Data != DataKind.Auto) return options.Data;

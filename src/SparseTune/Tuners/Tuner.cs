@@ -110,7 +110,13 @@ public abstract class Tuner : IDisposable
 
     /// <summary>Full names of the modules trained in full (<see cref="TunerContext.TrainedModules"/>, resolved against the model).</summary>
     protected IReadOnlyList<string> ResolveTrainedModules(TransformerModel model) =>
-        ModuleSelection.ResolveTrainedModules(model, Context.TrainedModules);
+        ModuleSelection.ResolveTrainedModules(model, Context.TrainedModules, FreezesPretrainedHeadParts);
+
+    /// <summary>
+    /// True when the method's original leaves a pretrained BERT pooler frozen (SIFT's GLUE scripts train only the
+    /// classifier besides the sparse values): by default the pooler then trains only when the checkpoint lacked it.
+    /// </summary>
+    protected virtual bool FreezesPretrainedHeadParts => false;
 
     /// <summary>The model's own parameters under the given module prefixes (e.g. classification heads).</summary>
     protected static IEnumerable<(string Name, Parameter Parameter)> ParametersUnder(TransformerModel model, IEnumerable<string> prefixes)

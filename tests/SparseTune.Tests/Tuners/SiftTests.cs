@@ -222,9 +222,15 @@ public class SiftTests(ITestOutputHelper output)
     public void APretrainedBertPoolerStaysFrozenAFreshOneTrains()
     {
         using var pretrained = PretrainedModel.Load(Fixtures.Model("bert-tiny"));   // its checkpoint has pooler and classifier
-        Assert.Equal(["classifier"], ModuleSelection.ResolveTrainedModules(pretrained, null));
+        Assert.Equal(["classifier"], ModuleSelection.ResolveTrainedModules(pretrained, null, freezePretrainedHeadParts: true));
+        Assert.Equal(["bert.pooler", "classifier"], ModuleSelection.ResolveTrainedModules(pretrained, null));   // other methods: the whole head
         using var fresh = PretrainedModel.Create(pretrained.Config, ModelHead.SequenceClassification);   // nothing loaded
-        Assert.Equal(["bert.pooler", "classifier"], ModuleSelection.ResolveTrainedModules(fresh, null));
+        Assert.Equal(["bert.pooler", "classifier"], ModuleSelection.ResolveTrainedModules(fresh, null, freezePretrainedHeadParts: true));
+        using (var freshTuner = new SiftTuner(new SiftOptions()))
+        {
+            freshTuner.Attach(fresh);
+            Assert.Contains(freshTuner.TrainableParameters(), p => p.Name == "bert.pooler.dense.weight");
+        }
         using var tuner = new SiftTuner(new SiftOptions());
         tuner.Attach(pretrained);
         Assert.DoesNotContain(tuner.TrainableParameters(), p => p.Name.StartsWith("bert.pooler", StringComparison.Ordinal));

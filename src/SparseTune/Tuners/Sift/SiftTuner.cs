@@ -23,6 +23,9 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
     public override bool ModifiesBaseWeights => true;
     public SiftOptions SiftOptions => options;
 
+    /// <summary>The original's GLUE scripts train the classifier ("exception") and leave BERT's pooler frozen; a fresh pooler trains.</summary>
+    protected override bool FreezesPretrainedHeadParts => true;
+
     public IReadOnlyList<(string Name, TunableLinear Layer, SiftAdapter Adapter)> Targets => targets;
 
     public override void Attach(TransformerModel model)
