@@ -16,6 +16,9 @@ public static class FinetuneCommand
     /// <summary>Epochs of the bundled demo when --epochs is not given (about 45 s per method on 2 cores).</summary>
     public const int DemoEpochs = 10;
 
+    /// <summary>Training flags a method may give its own default (its original scripts'; PST's NLU/NLG settings).</summary>
+    const string MethodDefaultsNote = " A method may declare its original's value, used when this flag is not given (pst: see README).";
+
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder (default: the bundled demo model)." };
@@ -37,11 +40,13 @@ public static class FinetuneCommand
             Description = "Peak learning rate (default per method: " + string.Join(", ", MethodRegistry.All.Select(m => $"{m.Name} {m.DefaultLearningRate:G}"))
                 + "; on the bundled demo " + string.Join(", ", MethodRegistry.All.Select(m => $"{m.Name} {m.DemoLearningRate:G}")) + ").",
         };
-        var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." };
+        var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 0.01, Description = "Decoupled AdamW weight decay (not on biases and norms)." + MethodDefaultsNote };
         var schedule = new Option<ScheduleKind>("--schedule") { DefaultValueFactory = _ => ScheduleKind.Linear, Description = "Learning-rate schedule after warm-up." };
-        var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." };
-        var warmupSteps = new Option<int?>("--warmup-steps") { Description = "Warm-up steps (overrides --warmup-ratio)." };
-        var maxGradNorm = new Option<double>("--max-grad-norm") { DefaultValueFactory = _ => 1.0, Description = "Gradient clipping norm (0: off)." };
+        var warmupRatio = new Option<double>("--warmup-ratio") { DefaultValueFactory = _ => 0.06, Description = "Share of steps spent warming up." + MethodDefaultsNote };
+        var warmupSteps = new Option<int?>("--warmup-steps") { Description = "Warm-up steps (overrides --warmup-ratio; capped at the run's steps)." + MethodDefaultsNote };
+        var maxGradNorm = new Option<double>("--max-grad-norm") { DefaultValueFactory = _ => 1.0, Description = "Gradient clipping norm (0: off)." + MethodDefaultsNote };
+        var adamEpsilon = new Option<double>("--adam-epsilon") { DefaultValueFactory = _ => 1e-8, Description = "AdamW's ε." + MethodDefaultsNote };
+        var labelSmoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0.0, Description = "Label smoothing of the cross-entropy loss (every method)." + MethodDefaultsNote };
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
@@ -65,8 +70,8 @@ public static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
-            maxGradNorm, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn, skipBad, groupByLength, labels, overwrite,
-            checkpointing, modulesToSave,
+            maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
+            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave,
         };
         methodFlags.AddTo(command);
         command.SetAction(parse => CliSupport.Run(parse, () =>
@@ -108,6 +113,8 @@ public static class FinetuneCommand
                     WarmupRatio = parse.GetValue(warmupRatio),
                     WarmupSteps = parse.GetValue(warmupSteps),
                     MaxGradNorm = parse.GetValue(maxGradNorm),
+                    AdamEpsilon = parse.GetValue(adamEpsilon),
+                    LabelSmoothing = parse.GetValue(labelSmoothing),
                     EvalEvery = parse.GetValue(evalEvery),
                     SaveEvery = parse.GetValue(saveEvery),
                     Seed = parse.GetValue(seed),
@@ -122,8 +129,15 @@ public static class FinetuneCommand
             var problems = options.Problems();
             if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
 
+            // The method's own training defaults (its original scripts'), for every training flag the user did not give.
+            Option[] trainingFlags = [weightDecay, maxGradNorm, adamEpsilon, warmupRatio, warmupSteps, labelSmoothing];
+            var declared = descriptor.DefaultTraining(FineTuneJob.TaskFamilyOf(options));
+            var (training, applied) = declared.ApplyTo(options.Training, flag => trainingFlags.Any(o => o.Name == flag && parse.GetResult(o) is { Implicit: false }));
+            options = options with { Training = training };
+
             var console = CliSupport.Out;
             console.MarkupLine($"[bold]sparsetune finetune[/] --method {chosenMethod}: {Markup.Escape(modelDir)} on {Markup.Escape(trainFile)}");
+            if (applied.Count > 0) console.MarkupLine(Markup.Escape($"{chosenMethod}'s training defaults ({declared.Source}): {string.Join(", ", applied)}"));
             var view = new TrainingProgressView();
             FineTuneOutcome outcome = view.Run($"{chosenMethod}", () => FineTuneJob.Run(options, view, message => console.MarkupLine(Markup.Escape(message))));
             PrintOutcome(console, outcome);

@@ -506,8 +506,8 @@ public sealed class BertTransformer : TransformerModel
     }
 
     /// <summary>
-    /// The classification head with BERT's pooler (trained in full, and freshly initialised when the checkpoint
-    /// comes from BertForMaskedLM, which has none), or the masked-LM head's own transform and bias.
+    /// The classification head with BERT's pooler (freshly initialised when the checkpoint comes from BertForMaskedLM,
+    /// which has none), or the masked-LM head's own transform and bias.
     /// </summary>
     public override IReadOnlyList<string> HeadModuleNames => Head switch
     {
@@ -522,6 +522,10 @@ public sealed class BertTransformer : TransformerModel
     /// decoder (weight = word_embeddings, bias = the head's bias), BERT's next-sentence head, and a pooler our
     /// model does not build; BertModel/RobertaModel files omit the body prefix.
     /// </summary>
+    /// <summary>The pooler: frozen when pretrained by methods whose original does so (SIFT), trained when fresh.</summary>
+    public override IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew =>
+        Head == ModelHead.SequenceClassification && !config.IsRoberta ? ["bert.pooler"] : [];
+
     public override HfWeightTable WeightTable
     {
         get

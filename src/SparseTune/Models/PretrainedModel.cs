@@ -167,6 +167,7 @@ public static class PretrainedModel
         }
         if (shapeErrors.Count > 0)
             throw new CheckpointMismatchException($"{label}: shape mismatch: {string.Join("; ", shapeErrors)}");
+        model.NewlyInitialised = newlyInitialised.Select(n => table.Entries.FirstOrDefault(e => e.CheckpointName == n)?.ParameterName ?? n).ToList();
         return new LoadReport(newlyInitialised, dropped);
     }
 

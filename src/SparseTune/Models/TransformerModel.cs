@@ -64,6 +64,18 @@ public abstract partial class TransformerModel : nn.Module
     public abstract IReadOnlyList<string> HeadModuleNames { get; }
 
     /// <summary>
+    /// Head modules that a method may leave frozen when the checkpoint had them (BERT's pooler: the SIFT and PST
+    /// GLUE scripts and PEFT's SEQ_CLS default train only the classifier) but must train when they are fresh.
+    /// </summary>
+    public virtual IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew => [];
+
+    /// <summary>
+    /// Parameter names the checkpoint load initialised fresh (a new task head), set by
+    /// <see cref="PretrainedModel.LoadWeights"/>; null when the model was not loaded from a checkpoint (all fresh).
+    /// </summary>
+    public IReadOnlyList<string>? NewlyInitialised { get; internal set; }
+
+    /// <summary>
     /// Recompute each transformer block during backward instead of keeping its activations
     /// (see <see cref="Nn.ActivationCheckpoint"/>); only while training.
     /// </summary>

@@ -18,6 +18,12 @@ public interface ILinearAdapter : IDisposable
     /// <summary>The weight change this adapter represents, shaped like the base weight (out, in).</summary>
     Tensor DeltaWeight(TunableLinear layer);
 
+    /// <summary>
+    /// True when the base weight already holds the update (SIFT merges after every step): the layer's effective
+    /// weight is then W itself, and <see cref="DeltaWeight"/> only reports what part of W changed.
+    /// </summary>
+    bool DeltaInBaseWeight => false;
+
     /// <summary>The adapter's trainable tensors, named relative to the layer (e.g. "lora_A.weight").</summary>
     IEnumerable<(string Name, Parameter Parameter)> TrainableParameters();
 

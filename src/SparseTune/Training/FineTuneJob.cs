@@ -187,6 +187,10 @@ public static class FineTuneJob
         return outputs;
     }
 
+    /// <summary>The kind of task the run's data makes (read from the first line of the training file under --data auto).</summary>
+    public static TaskFamily TaskFamilyOf(FineTuneOptions options) =>
+        ResolveKind(options) is DataKind.Classification or DataKind.Regression ? TaskFamily.Classification : TaskFamily.Generation;
+
     static DataKind ResolveKind(FineTuneOptions options)
     {
         if (options.Data != DataKind.Auto) return options.Data;
@@ -266,7 +270,7 @@ public static class FineTuneJob
         return metrics.Compute();
     }
 
-    /// <summary>Fraction of exact zeros in the block linears' effective weights (W plus any adapter's delta).</summary>
+    /// <summary>Fraction of exact zeros in the block linears' effective weights (W plus any adapter's delta not already in W).</summary>
     public static double WeightSparsity(TransformerModel model)
     {
         long zeros = 0, total = 0;
@@ -274,7 +278,7 @@ public static class FineTuneJob
         foreach (var (_, layer) in ModuleSelection.BlockLinears(model))
         {
             using var scope = NewDisposeScope();
-            Tensor effective = layer.Adapter is null ? layer.weight : layer.weight + layer.Adapter.DeltaWeight(layer);
+            Tensor effective = layer.Adapter is null || layer.Adapter.DeltaInBaseWeight ? layer.weight : layer.weight + layer.Adapter.DeltaWeight(layer);
             zeros += effective.eq(0).sum().item<long>();
             total += effective.numel();
         }

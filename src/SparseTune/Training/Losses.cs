@@ -9,12 +9,16 @@ public static class Losses
     /// <summary>Label value that causal-LM losses skip (prompt tokens, padding), as Hugging Face's -100.</summary>
     public const long IgnoreIndex = -100;
 
-    public static Tensor Compute(TaskKind task, ModelOutput output, Tensor labels) => task switch
+    /// <param name="labelSmoothing">
+    /// ε of torch's label smoothing for the cross-entropy losses, (1 − ε)·NLL + ε·mean over classes of −log p (PST's NLG
+    /// script trains with 0.1); regression ignores it.
+    /// </param>
+    public static Tensor Compute(TaskKind task, ModelOutput output, Tensor labels, double labelSmoothing = 0) => task switch
     {
-        TaskKind.Classification => nn.functional.cross_entropy(output.Logits, labels),
+        TaskKind.Classification => nn.functional.cross_entropy(output.Logits, labels, label_smoothing: labelSmoothing),
         TaskKind.Regression => nn.functional.mse_loss(output.Logits.squeeze(-1), labels),
-        TaskKind.CausalLM => NextTokenLoss(output.Logits, labels),
-        TaskKind.MaskedLM => nn.functional.cross_entropy(output.Logits.reshape(-1, output.Logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex),
+        TaskKind.CausalLM => NextTokenLoss(output.Logits, labels, labelSmoothing),
+        TaskKind.MaskedLM => nn.functional.cross_entropy(output.Logits.reshape(-1, output.Logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex, label_smoothing: labelSmoothing),
         _ => throw new ArgumentOutOfRangeException(nameof(task)),
     };
 
@@ -24,11 +28,11 @@ public static class Losses
     /// logits stay a view, so no (B·T, vocab) copy is made — for GPT-2 at 2048 tokens that copy is 400 MB in the
     /// forward pass and again in the backward pass.
     /// </summary>
-    public static Tensor NextTokenLoss(Tensor logits, Tensor labels)
+    public static Tensor NextTokenLoss(Tensor logits, Tensor labels, double labelSmoothing = 0)
     {
         using var scope = NewDisposeScope();
         long vocab = logits.shape[^1];
         Tensor nextLabels = nn.functional.pad(labels[.., 1..], [0, 1], value: IgnoreIndex).reshape(-1);   // (B·T)
-        return nn.functional.cross_entropy(logits.reshape(-1, vocab), nextLabels, ignore_index: IgnoreIndex).MoveToOuterDisposeScope();
+        return nn.functional.cross_entropy(logits.reshape(-1, vocab), nextLabels, ignore_index: IgnoreIndex, label_smoothing: labelSmoothing).MoveToOuterDisposeScope();
     }
 }

@@ -70,7 +70,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         LearningRateSchedule StageSchedule(int stageStart)
         {
             int stageSteps = totalSteps - stageStart;
-            int warmup = options.WarmupSteps ?? (int)Math.Ceiling(options.WarmupRatio * stageSteps);
+            int warmup = Math.Min(stageSteps, options.WarmupSteps ?? (int)Math.Ceiling(options.WarmupRatio * stageSteps));   // e.g. PST NLG's 500 on a short run
             return new LearningRateSchedule(options.Schedule, options.LearningRate, warmup, stageSteps);
         }
 
@@ -134,7 +134,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 using var scope = NewDisposeScope();
                 using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]);
                 ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-                Tensor loss = Losses.Compute(task, output, batch.Labels);
+                Tensor loss = Losses.Compute(task, output, batch.Labels, options.LabelSmoothing);
                 Tensor total = loss;
                 if (tuner.ExtraLoss(context) is { } extra) total = total + extra;
                 (total / options.GradientAccumulation).backward();
@@ -217,7 +217,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         };
 
         AdamW NewOptimizer(AdamW? inheritFrom = null) =>
-            new(tuner.TrainableParameters(), new AdamWOptions(WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay, inheritFrom);
+            new(tuner.TrainableParameters(), new AdamWOptions(Epsilon: options.AdamEpsilon, WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay, inheritFrom);
 
         void SaveCheckpoint(RunState s, AdamW opt)
         {
@@ -314,7 +314,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 using var scope = NewDisposeScope();
                 using TrainingBatch batch = train.Build(indices);
                 using ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-                Losses.Compute(task, output, batch.Labels).backward();
+                Losses.Compute(task, output, batch.Labels, options.LabelSmoothing).backward();
             };
         }
     }

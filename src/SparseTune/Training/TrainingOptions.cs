@@ -16,9 +16,14 @@ public sealed record TrainingOptions
     public ScheduleKind Schedule { get; init; } = ScheduleKind.Linear;
     /// <summary>Fraction of total steps spent warming up (ignored when WarmupSteps is set).</summary>
     public double WarmupRatio { get; init; }
+    /// <summary>Warm-up steps (capped at the run's steps).</summary>
     public int? WarmupSteps { get; init; }
     /// <summary>Global gradient-norm clip; 0 disables.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>AdamW's ε (torch's default).</summary>
+    public double AdamEpsilon { get; init; } = 1e-8;
+    /// <summary>Label smoothing of the cross-entropy losses (classification and language modelling), as torch's: 0 is none.</summary>
+    public double LabelSmoothing { get; init; }
     /// <summary>Evaluate every N optimizer steps (0: only at the end).</summary>
     public int EvalEvery { get; init; }
     /// <summary>Checkpoint every N optimizer steps (0: none).</summary>
@@ -58,6 +63,8 @@ public sealed record TrainingOptions
         if (WarmupRatio is < 0 or >= 1) problems.Add("--warmup-ratio must be in [0, 1)");
         if (WarmupSteps is < 0) problems.Add("--warmup-steps must be ≥ 0");
         if (MaxGradNorm < 0) problems.Add("--max-grad-norm must be ≥ 0");
+        if (!(AdamEpsilon > 0) || double.IsInfinity(AdamEpsilon)) problems.Add("--adam-epsilon must be a positive number");
+        if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) problems.Add("--label-smoothing must be in [0, 1)");
         if (EvalEvery < 0) problems.Add("--eval-every must be ≥ 0");
         if (SaveEvery < 0) problems.Add("--save-every must be ≥ 0");
         if (TrainedModules is { Count: 0 } || TrainedModules?.Any(string.IsNullOrWhiteSpace) == true)

@@ -61,6 +61,13 @@ public abstract class MethodDescriptor
     /// <summary>The method's own command-line flags, bound onto its options record.</summary>
     public virtual IReadOnlyList<MethodFlag> Flags => [];
 
+    /// <summary>
+    /// Training options the method's original scripts used for this kind of task (weight decay, clipping, Adam ε,
+    /// warm-up, label smoothing); the CLI applies each where the user gave no flag. Default: none, SparseTune's common
+    /// defaults (transformers' Trainer).
+    /// </summary>
+    public virtual TrainingDefaults DefaultTraining(TaskFamily task) => TrainingDefaults.None;
+
     /// <summary>How the method's output files are recognised and merged into a base model; null: it writes none.</summary>
     public virtual IArtifactReader? ArtifactReader => null;
 

@@ -39,12 +39,20 @@ public static class ModuleSelection
     /// <summary>
     /// Full module names of the modules trained in full (PEFT's modules_to_save), one rule for every method:
     /// null means the model's task head for classification and nothing for a language model (as PEFT's SEQ_CLS
-    /// and CAUSAL_LM task types do); a given name matches like PEFT (equal, or a suffix after "."), and a name that
+    /// and CAUSAL_LM task types do); with <paramref name="freezePretrainedHeadParts"/> (a method whose original
+    /// leaves BERT's pretrained pooler frozen: SIFT) the parts in
+    /// <see cref="TransformerModel.HeadModulesTrainedOnlyWhenNew"/> count only when the checkpoint lacked them, since a
+    /// random pooler must learn; a given name matches like PEFT (equal, or a suffix after "."), and a name that
     /// matches nothing is an error. A module inside another matched module is covered by its parent.
     /// </summary>
-    public static List<string> ResolveTrainedModules(TransformerModel model, IReadOnlyList<string>? names)
+    public static List<string> ResolveTrainedModules(TransformerModel model, IReadOnlyList<string>? names, bool freezePretrainedHeadParts = false)
     {
-        if (names is null) return model.Head == ModelHead.SequenceClassification ? model.HeadModuleNames.ToList() : [];
+        if (names is null)
+        {
+            if (model.Head != ModelHead.SequenceClassification) return [];
+            bool IsNew(string module) => model.NewlyInitialised is not { } fresh || fresh.Any(p => IsUnder(p, [module]));
+            return model.HeadModuleNames.Where(h => !freezePretrainedHeadParts || !model.HeadModulesTrainedOnlyWhenNew.Contains(h) || IsNew(h)).ToList();
+        }
         var all = model.named_modules().Select(m => m.name).Where(n => n.Length > 0).ToList();
         var unmatched = names.Where(n => !all.Any(m => Matches(m, [n]))).ToList();
         if (unmatched.Count > 0)

@@ -24,7 +24,7 @@ public enum SparseMatrixMode
 ///   NAME.indices  int32 (k), or int64 for a matrix over 2³¹ entries: flat row-major indices into the
 ///                 (out_features, in_features) weight as nn.Linear stores it (GPT-2's Conv1D: the file's transpose)
 ///   NAME.values   float32 (k)
-///   NAME.shape    int64 (2): (out_features, in_features)
+///   NAME.shape    int64 (2): (out_features, in_features); int64 (1): (out_features) for a bias (SIFT tunes biases too)
 ///   dense.NAME    a densely trained tensor (a classification head) with its full new value
 /// </code>
 /// Metadata: format = "sparsetune-sparse", version = "2", method, mode ("add": W[i] += v; "replace": W ← v at i,
@@ -44,7 +44,7 @@ public static class SparseMatrixFile
         ["sparsetune-pst-sparse"] = SparseMatrixMode.Replace,
     };
 
-    /// <summary>One sparse matrix: flat indices, values there, and the weight's (out, in) shape.</summary>
+    /// <summary>One sparse matrix (or bias vector): flat indices, values there, and the tensor's shape.</summary>
     public sealed record Entry(string Name, Tensor Indices, Tensor Values, long[] Shape);
 
     public static void Save(string path, SparseMatrixMode mode, string method, IEnumerable<Entry> entries,
@@ -55,7 +55,7 @@ public static class SparseMatrixFile
         var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var e in entries)
         {
-            bool wide = e.Shape[0] * e.Shape[1] > int.MaxValue;
+            bool wide = e.Shape.Aggregate(1L, (a, b) => a * b) > int.MaxValue;
             tensors.Add(new(e.Name + ".indices", e.Indices.to_type(wide ? ScalarType.Int64 : ScalarType.Int32)));
             tensors.Add(new(e.Name + ".values", e.Values.detach().to_type(ScalarType.Float32)));
             tensors.Add(new(e.Name + ".shape", tensor(e.Shape)));

@@ -11,7 +11,8 @@ public sealed record TrainingStepContext(TransformerModel Model, int Step, int T
 /// A fine-tuning method. The trainer calls these hooks in this order:
 /// <code>
 ///   Attach(model)                         once: freeze by structure, wrap linear layers
-///   Prepare(model, batches)               once, not on resume: e.g. SIFT's gradient selection
+///   Prepare(model, batches)               once, not on resume: e.g. SIFT's random index choice, or arming its
+///                                         gradient selection (which then runs in the first training batches)
 ///   for each optimizer step:
 ///     BeforeStep(ctx)                     e.g. recompute masks for the sparsity schedule
 ///     for each micro-batch: forward → loss + ExtraLoss(ctx) → backward
@@ -48,8 +49,9 @@ public abstract class Tuner : IDisposable
     public abstract IEnumerable<(string Name, Parameter Parameter)> TrainableParameters();
 
     /// <summary>
-    /// Runs once before training (not on resume), for methods that choose what to train from early gradients
-    /// (SIFT's index selection). Each item runs forward, loss and backward on one training batch, in order.
+    /// Runs once before training (not on resume), for methods that choose what to train before the first step. Each
+    /// item runs forward, loss and backward on one training batch, in order; a batch used here is trained on again
+    /// in the first steps (SIFT, which must not reuse its selection batch, selects inside the first steps instead).
     /// Default: nothing.
     /// </summary>
     public virtual void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch) { }
@@ -108,7 +110,13 @@ public abstract class Tuner : IDisposable
 
     /// <summary>Full names of the modules trained in full (<see cref="TunerContext.TrainedModules"/>, resolved against the model).</summary>
     protected IReadOnlyList<string> ResolveTrainedModules(TransformerModel model) =>
-        ModuleSelection.ResolveTrainedModules(model, Context.TrainedModules);
+        ModuleSelection.ResolveTrainedModules(model, Context.TrainedModules, FreezesPretrainedHeadParts);
+
+    /// <summary>
+    /// True when the method's original leaves a pretrained BERT pooler frozen (SIFT's GLUE scripts train only the
+    /// classifier besides the sparse values): by default the pooler then trains only when the checkpoint lacked it.
+    /// </summary>
+    protected virtual bool FreezesPretrainedHeadParts => false;
 
     /// <summary>The model's own parameters under the given module prefixes (e.g. classification heads).</summary>
     protected static IEnumerable<(string Name, Parameter Parameter)> ParametersUnder(TransformerModel model, IEnumerable<string> prefixes)

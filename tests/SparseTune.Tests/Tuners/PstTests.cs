@@ -230,6 +230,67 @@ public class PstTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AFusedQkvLayerComputesAsThreeSeparatePstLayersEachWithItsOwnFactors()
+    {
+        // The original's GPT-2 has q, k and v as separate nn.Linear layers, each a SparseLinear with its own U, V, A, B, R, C
+        // and its own top-k; the fused (3m, in) c_attn must compute exactly that: outputs and every factor's gradient.
+        torch.random.manual_seed(11);
+        const int inFeatures = 5, rows = 4;
+        var options = new PstOptions { UpdateRank = 2, ImportanceRank = 2, InitialSparsity = 0.5, FinalSparsity = 0.5, StructuredScoreScale = 0.5 };
+        using var fused = new TunableLinear(inFeatures, 3 * rows);
+        using var fusedAdapter = new PstAdapter(fused, options, ["q", "k", "v"]);
+        fused.Adapter = fusedAdapter;
+        Assert.Equal(["q", "k", "v"], fusedAdapter.Groups.Select(g => g.Name));
+        Assert.Equal(3 * PstAdapter.ParameterCount(rows, inFeatures, 2, 2), fusedAdapter.TrainableParameters().Sum(p => p.Parameter.numel()));
+        Assert.Equal(PstAdapter.ParameterCount(3 * rows, inFeatures, 2, 2, groups: 3), fusedAdapter.TrainableParameters().Sum(p => p.Parameter.numel()));
+        Assert.Contains(fusedAdapter.TrainableParameters(), p => p.Name == "k.mask_scores_C");
+        using (no_grad())
+            foreach (var (_, p) in fusedAdapter.TrainableParameters()) p.normal_(0, 0.4);   // every block different, every term non-zero
+        fusedAdapter.InvalidateMask();
+
+        var separate = new List<(TunableLinear Layer, PstAdapter Adapter)>();
+        for (int g = 0; g < 3; g++)
+        {
+            var layer = new TunableLinear(inFeatures, rows);
+            using (no_grad())
+            {
+                layer.weight.copy_(fused.weight.narrow(0, g * rows, rows));
+                layer.bias!.copy_(fused.bias!.narrow(0, g * rows, rows));
+            }
+            var adapter = new PstAdapter(layer, options);
+            layer.Adapter = adapter;
+            using (no_grad())
+                foreach (var (own, from) in adapter.Groups[0].TrainableParameters().Zip(fusedAdapter.Groups[g].TrainableParameters()))
+                    own.Parameter.copy_(from.Parameter);
+            adapter.InvalidateMask();
+            separate.Add((layer, adapter));
+        }
+
+        using var x = randn(3, inFeatures);
+        using var c = randn(3, 3 * rows);
+        using (var y = fused.forward(x))
+        {
+            using var expected = cat(separate.Select(s => s.Layer.forward(x)).ToList(), 1);
+            Assert.True(y.allclose(expected, rtol: 0, atol: 1e-6), "the fused layer differs from three separate PST layers");
+            using var loss = (y * c).sum();
+            loss.backward();
+        }
+        for (int g = 0; g < 3; g++)
+        {
+            var (layer, adapter) = separate[g];
+            using (var y = layer.forward(x))
+            using (var loss = (y * c.narrow(1, g * rows, rows)).sum())
+                loss.backward();
+            using var ownMask = adapter.Mask(layer).to_type(ScalarType.Int32);
+            using var fusedBlock = fusedAdapter.Mask(fused).narrow(0, g * rows, rows).to_type(ScalarType.Int32);
+            Assert.True(ownMask.equal(fusedBlock).all().item<bool>(), $"block {g}: the mask differs from the separate layer's");
+            foreach (var (own, from) in adapter.Groups[0].TrainableParameters().Zip(fusedAdapter.Groups[g].TrainableParameters()))
+                Assert.True(from.Parameter.grad!.allclose(own.Parameter.grad!, rtol: 1e-5, atol: 1e-6), $"{from.Name}: gradient differs from the separate layer's");
+        }
+        foreach (var (layer, adapter) in separate) { layer.Adapter = null; adapter.Dispose(); layer.Dispose(); }
+    }
+
+    [Fact]
     public void TrainableParametersAreTheSmallFactorsNotAScoreMatrix()
     {
         using var model = PretrainedModel.Load(Fixtures.Model("bert-tiny"));
@@ -304,6 +365,8 @@ public class PstTests(ITestOutputHelper output)
                 if (m.Name.EndsWith("c_attn"))
                 {
                     Assert.Equal(3, m.Adapter.MaskGroups);
+                    Assert.Equal(["q", "k", "v"], m.Adapter.Groups.Select(g => g.Name));
+                    Assert.Equal(PstAdapter.ParameterCount(weight.shape[0], weight.shape[1], 8, 8, groups: 3), m.Adapter.TrainableParameters().Sum(p => p.Parameter.numel()));
                     long width = weight.shape[0] / 3;
                     for (int block = 0; block < 3; block++)
                         Assert.Equal(TopKMask.PruneCount(width * weight.shape[1], 0.9), MaskedWeights.CountZeros(weight.narrow(0, block * width, width)));

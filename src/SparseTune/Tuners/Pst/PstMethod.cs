@@ -29,6 +29,15 @@ public sealed class PstMethod : MethodDescriptor<PstOptions>
     public override IReadOnlyList<AccuracyArm> AccuracyArms(AccuracyBudget budget) =>
         AccuracySparsities.Select(s => new AccuracyArm(string.Create(CultureInfo.InvariantCulture, $"pst {s * 100:0}%"), Name, new PstOptions { FinalSparsity = s })).ToList();
 
+    /// <summary>
+    /// The original scripts' optimizer and loss settings. NLU (run_glue.py): transformers' AdamW with its defaults
+    /// (weight decay 0, ε 1e-6), no clipping, no warm-up. NLG (gpt2_ft.py, README command): --weight_decay 0.0,
+    /// --clip 0.0, --warmup_step 500, --label_smooth 0.1, and the LoRA-derived optimizer's --adam_epislon default 1e-6.
+    /// </summary>
+    public override TrainingDefaults DefaultTraining(TaskFamily task) => task == TaskFamily.Classification
+        ? new TrainingDefaults { Source = "PST NLU/run_glue.py", WeightDecay = 0, AdamEpsilon = 1e-6, MaxGradNorm = 0, WarmupSteps = 0 }
+        : new TrainingDefaults { Source = "PST NLG/src/gpt2_ft.py", WeightDecay = 0, AdamEpsilon = 1e-6, MaxGradNorm = 0, WarmupSteps = 500, LabelSmoothing = 0.1 };
+
     public override IArtifactReader ArtifactReader => SparseMatrixFile.Reader;
 
     protected override Tuner Create(PstOptions options) => new PstTuner(options);

@@ -53,9 +53,9 @@ public sealed record PstModule(string Name, TunableLinear Layer, PstAdapter Adap
 /// Where SparseTune differs, and why:
 ///  • The classification head (and BERT's pooler) trains. Both scripts hand the optimizer only parameters whose name
 ///    contains mask_scores / weight_U / weight_V, so a freshly initialised classifier would stay random.
-///  • GPT-2's c_attn here is one fused (3C, C) layer, so it gets one U, V, A, B, R, C (q, k, v share V, B and C,
-///    slightly fewer parameters than three layers) but its mask is chosen per q, k, v block (mask groups), so each
-///    projection has exactly the original's per-layer sparsity.
+///  • GPT-2's c_attn here is one fused (3C, C) layer; it gets three factor sets (q, k, v: each its own U, V, A, B,
+///    R, C, named c_attn.q.weight_U …) and a mask per block, so each projection has the original's own update,
+///    importance and per-layer sparsity.
 ///  • The mask is cached for one optimizer step instead of recomputed per forward (same values: S only changes
 ///    at optimizer steps); ties are broken deterministically (TopKMask).
 ///  • The paper's per-task hyper-parameter tables were not available here: the values above are the scripts'
@@ -109,7 +109,7 @@ public sealed class PstTuner : Tuner
         FreezeAll(model);
         foreach (var (name, layer) in targets)
         {
-            var adapter = new PstAdapter(layer, options, MaskGroupsOf(model, name, layer));
+            var adapter = new PstAdapter(layer, options, BlocksOf(model, name, layer));
             layer.Adapter = adapter;
             modules.Add(new PstModule(name, layer, adapter));
         }
@@ -118,9 +118,9 @@ public sealed class PstTuner : Tuner
         this.model = model;
     }
 
-    /// <summary>GPT-2's c_attn stacks q, k and v rows; the original prunes them as three layers.</summary>
-    static int MaskGroupsOf(TransformerModel model, string name, TunableLinear layer) =>
-        model.Config is Gpt2Config && name.EndsWith(".c_attn", StringComparison.Ordinal) && layer.OutFeatures % 3 == 0 ? 3 : 1;
+    /// <summary>GPT-2's c_attn stacks q, k and v rows; the original has them as three layers, each with its own PST tensors and mask.</summary>
+    static IReadOnlyList<string>? BlocksOf(TransformerModel model, string name, TunableLinear layer) =>
+        model.Config is Gpt2Config && name.EndsWith(".c_attn", StringComparison.Ordinal) && layer.OutFeatures % 3 == 0 ? ["q", "k", "v"] : null;
 
     /// <summary>
     /// The PST tensors (&lt;module&gt;.weight_U, .weight_V, .mask_scores_A/B/R/C) and the densely trained modules. After

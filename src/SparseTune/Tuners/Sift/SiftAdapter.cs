@@ -6,101 +6,209 @@ using static TorchSharp.torch;
 namespace SparseTune.Tuners.Sift;
 
 /// <summary>
-/// SIFT on one linear layer: a fixed set of k flat indices into W (out, in) and a dense value vector of length k.
-/// W stays the forward weight; after every optimizer step the values are added into W at the indices and reset
-/// to zero (<see cref="MergeValues"/>), so AdamW's moments persist per index while W carries the update.
+/// SIFT on one linear layer: a fixed set of k flat indices into W (out, in) and a dense value vector of length k, and
+/// (when the layer has a bias that tunes, as the original's substring match tunes it) k_b indices into b with their
+/// own values. W and b stay the forward tensors; after every optimizer step the values are added into them at the
+/// indices and reset to zero (<see cref="MergeValues"/>), so AdamW's moments persist per index while W and b carry
+/// the update.
+/// <para>
+/// Gradient selection runs inside training, as in the original: while <see cref="Selecting"/>, a backward pass scores
+/// components instead of training them, and the values get no gradient from it. After the selection batches the
+/// indices are the top-k of Σ_b |∂L/∂W_b| (and of Σ_b |∂L/∂b_b|). One batch (the default) takes the top-k of that
+/// batch's transient gradient directly, in place: no extra tensor. Several batches keep one score the size of W per
+/// layer until the last selection batch, i.e. one extra copy of every targeted weight while selecting.
+/// </para>
 /// </summary>
 public sealed class SiftAdapter : ILinearAdapter
 {
-    enum Phase { Selecting, Training }
+    enum Phase { Idle, Selecting, Training }
 
-    readonly long k;
+    readonly long k, biasK;
     Phase phase;
-    Tensor? score;             // Σ|∂L/∂W| while selecting over several batches
-    readonly bool keepScore;
+    int selectionBatchesLeft;
+    Tensor? score, biasScore;   // Σ|∂L/∂W| and Σ|∂L/∂b| while selecting over several batches
 
-    public SiftAdapter(TunableLinear layer, long k, bool accumulateSelection)
+    /// <param name="biasComponents">k_b, trained components of the bias; 0 keeps the bias frozen.</param>
+    public SiftAdapter(TunableLinear layer, long k, long biasComponents = 0)
     {
+        if (biasComponents > 0 && layer.bias is null) throw new ArgumentException("the layer has no bias to tune", nameof(biasComponents));
         this.k = k;
-        keepScore = accumulateSelection;
-        Values = new Parameter(zeros(k, dtype: layer.weight.dtype, device: layer.weight.device), requires_grad: true);
+        biasK = biasComponents;
+        Values = NewValues(k, layer.weight);
+        BiasValues = biasK > 0 ? NewValues(biasK, layer.bias!) : null;
         Indices = empty(0, dtype: ScalarType.Int64).DetachFromDisposeScope();
+        BiasIndices = empty(0, dtype: ScalarType.Int64).DetachFromDisposeScope();
         BaseValues = empty(0).DetachFromDisposeScope();
+        BiasBaseValues = empty(0).DetachFromDisposeScope();
+
+        static Parameter NewValues(long count, Tensor like)
+        {
+            var p = new Parameter(zeros(count, dtype: like.dtype, device: like.device), requires_grad: true);
+            p.DetachFromDisposeScope();
+            return p;
+        }
     }
 
-    /// <summary>The k trainable components, zero between steps.</summary>
+    /// <summary>The k trainable components of W, zero between steps.</summary>
     public Parameter Values { get; }
+
+    /// <summary>The k_b trainable components of the bias, zero between steps; null when the bias is frozen.</summary>
+    public Parameter? BiasValues { get; }
 
     /// <summary>Flat row-major indices into W (out, in), sorted ascending.</summary>
     public Tensor Indices { get; private set; }
 
+    /// <summary>Indices into the bias, sorted ascending (empty when the bias is frozen).</summary>
+    public Tensor BiasIndices { get; private set; }
+
     /// <summary>W's entries at <see cref="Indices"/> when they were chosen, to export the delta alone.</summary>
     public Tensor BaseValues { get; private set; }
 
+    /// <summary>The bias's entries at <see cref="BiasIndices"/> when they were chosen.</summary>
+    public Tensor BiasBaseValues { get; private set; }
+
     public long Components => k;
+    public long BiasComponents => biasK;
+
+    /// <summary>True while backward passes score components (before the indices are chosen).</summary>
+    public bool Selecting => phase == Phase.Selecting;
+
+    /// <summary>SIFT writes its update into W after every step: W already is the tuned weight.</summary>
+    public bool DeltaInBaseWeight => true;
 
     public Tensor Forward(TunableLinear layer, Tensor x) =>
-        SparseGradientLinear.apply(x, layer.weight, layer.bias!, Values, Indices, this);
+        SparseGradientLinear.apply(x, layer.weight, layer.bias!, Values, BiasValues!, this);
 
-    /// <summary>Starts gradient selection: backward passes now score components instead of training values.</summary>
-    public void BeginSelection() => phase = Phase.Selecting;
-
-    /// <summary>Called from the layer's backward with its transient dense weight gradient.</summary>
-    internal Tensor? ConsumeDenseGradient(Tensor denseWeightGrad)
+    /// <summary>The next <paramref name="batches"/> backward passes choose the indices instead of training.</summary>
+    public void BeginSelection(int batches)
     {
-        if (phase == Phase.Training)
-            return denseWeightGrad.view(-1).index_select(0, Indices);
-        using var magnitude = denseWeightGrad.abs();
-        if (score is null) score = magnitude.clone().DetachFromDisposeScope();
-        else score.add_(magnitude);
-        if (!keepScore) FinishSelectionFromScore(); // one batch: choose now, keep no score
-        return null;
+        if (batches < 1) throw new ArgumentOutOfRangeException(nameof(batches), batches, "at least one selection batch");
+        phase = Phase.Selecting;
+        selectionBatchesLeft = batches;
     }
 
-    /// <summary>Ends gradient selection: top-k of the accumulated |gradient|.</summary>
+    /// <summary>
+    /// Called from the layer's backward with its transient dense gradients, which this method may overwrite (they
+    /// are freed right after). Returns the gradients of <see cref="Values"/> and <see cref="BiasValues"/>: null while
+    /// selecting, since a selection batch is spent on choosing (the original discards its gradient).
+    /// </summary>
+    internal (Tensor? Values, Tensor? Bias) ConsumeDenseGradient(Tensor denseWeightGrad, Tensor? denseBiasGrad, Tensor weight, Tensor? bias)
+    {
+        if (phase == Phase.Training)
+            return (denseWeightGrad.view(-1).index_select(0, Indices), biasK > 0 ? denseBiasGrad!.index_select(0, BiasIndices) : null);
+        if (phase == Phase.Idle) throw new InvalidOperationException("SIFT: a backward pass ran before the components were chosen");
+        selectionBatchesLeft--;
+        bool last = selectionBatchesLeft == 0;
+        if (last && score is null)
+        {
+            // One batch: rank this gradient itself (abs in place on the transient tensor, no copy).
+            ChooseFrom(denseWeightGrad.abs_(), biasK > 0 ? denseBiasGrad!.abs_() : null, weight, bias);
+            return (null, null);
+        }
+        Accumulate(ref score, denseWeightGrad);
+        if (biasK > 0) Accumulate(ref biasScore, denseBiasGrad!);
+        if (last) FinishSelection(weight, bias);
+        return (null, null);
+
+        static void Accumulate(ref Tensor? sum, Tensor gradient)
+        {
+            gradient.abs_();
+            if (sum is null) sum = gradient.DetachFromDisposeScope();   // keep the transient gradient itself as the score
+            else sum.add_(gradient);
+        }
+    }
+
+    /// <summary>Selection batches still to score, and the scores so far (null after one batch or none): for checkpoints.</summary>
+    public (int BatchesLeft, Tensor? Score, Tensor? BiasScore) SelectionState => (selectionBatchesLeft, score, biasScore);
+
+    /// <summary>Continues a selection that a checkpoint interrupted.</summary>
+    public void ResumeSelection(int batchesLeft, Tensor? savedScore, Tensor? savedBiasScore)
+    {
+        BeginSelection(batchesLeft);
+        score?.Dispose();
+        biasScore?.Dispose();
+        score = savedScore?.clone().DetachFromDisposeScope();
+        biasScore = savedBiasScore?.clone().DetachFromDisposeScope();
+    }
+
+    /// <summary>Ends selection now from the batches scored so far (training ended before the selection batches did).</summary>
     public void EndSelection(TunableLinear layer)
     {
         if (phase != Phase.Selecting) return;
-        if (score is not null) FinishSelectionFromScore();
-        if (Indices.numel() != k) throw new InvalidOperationException("SIFT selection saw no gradient for a targeted layer (is it used in the forward pass?)");
-        RecordBase(layer);
-        phase = Phase.Training;
+        if (score is null) throw new InvalidOperationException("SIFT selection saw no gradient for a targeted layer (is it used in the forward pass?)");
+        FinishSelection(layer.weight, layer.bias);
     }
 
-    void FinishSelectionFromScore()
+    void FinishSelection(Tensor weight, Tensor? bias)
+    {
+        ChooseFrom(score!, biasScore, weight, bias);
+        score!.Dispose();
+        score = null;
+        biasScore?.Dispose();
+        biasScore = null;
+    }
+
+    void ChooseFrom(Tensor weightScore, Tensor? biasScoreNow, Tensor weight, Tensor? bias)
     {
         using var scope = NewDisposeScope();
-        var (_, top) = score!.view(-1).topk((int)k);
-        SetIndices(top);
-        score.Dispose();
-        score = null;
+        Indices = Replace(Indices, Sorted(weightScore.view(-1).topk((int)k).indexes));
+        if (biasScoreNow is not null) BiasIndices = Replace(BiasIndices, Sorted(biasScoreNow.topk((int)biasK).indexes));
+        RecordBase(weight, bias);
+        phase = Phase.Training;
+        selectionBatchesLeft = 0;
+    }
+
+    static Tensor Sorted(Tensor indices)
+    {
+        var (sorted, _) = indices.to_type(ScalarType.Int64).sort();
+        return sorted;
+    }
+
+    static Tensor Replace(Tensor old, Tensor updated)
+    {
+        old.Dispose();
+        return updated.DetachFromDisposeScope();
     }
 
     /// <summary>Chooses indices directly (random or magnitude selection, or a restored checkpoint).</summary>
-    public void SetIndices(Tensor flatIndices, TunableLinear? layer = null)
+    public void SetIndices(Tensor flatIndices, TunableLinear layer, Tensor? biasIndices = null)
     {
         if (flatIndices.numel() != k) throw new ArgumentException($"expected {k} indices, got {flatIndices.numel()}");
-        var (sorted, _) = flatIndices.to_type(ScalarType.Int64).sort();
-        Indices.Dispose();
-        Indices = sorted.DetachFromDisposeScope();
-        if (layer is not null) { RecordBase(layer); phase = Phase.Training; }
+        if ((biasIndices?.numel() ?? 0) != biasK) throw new ArgumentException($"expected {biasK} bias indices, got {biasIndices?.numel() ?? 0}");
+        using var scope = NewDisposeScope();
+        Indices = Replace(Indices, Sorted(flatIndices));
+        if (biasIndices is not null) BiasIndices = Replace(BiasIndices, Sorted(biasIndices));
+        RecordBase(layer.weight, layer.bias);
+        phase = Phase.Training;
+        score?.Dispose();
+        score = null;
+        biasScore?.Dispose();
+        biasScore = null;
     }
 
-    void RecordBase(TunableLinear layer)
+    void RecordBase(Tensor weight, Tensor? bias)
     {
         using var _ = no_grad();
         BaseValues.Dispose();
-        BaseValues = layer.weight.detach().view(-1).index_select(0, Indices).DetachFromDisposeScope();
+        BaseValues = weight.detach().view(-1).index_select(0, Indices).DetachFromDisposeScope();
+        BiasBaseValues.Dispose();
+        BiasBaseValues = biasK > 0 ? bias!.detach().index_select(0, BiasIndices).DetachFromDisposeScope() : empty(0).DetachFromDisposeScope();
     }
 
-    /// <summary>W[idx] += values; values ← 0. Called right after each optimizer step (the original merges one
-    /// backward later, inside its hook; merging here makes step t+1's forward see step t's update).</summary>
+    /// <summary>W[idx] += values, b[idx_b] += bias values; values ← 0. Called right after each optimizer step (the
+    /// original merges one backward later, inside its hook; merging here makes step t+1's forward see step t's update).</summary>
     public void MergeValues(TunableLinear layer)
     {
+        if (phase != Phase.Training) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();   // the flat view, every step
         layer.weight.view(-1).index_add_(0, Indices, Values, 1.0);
         Values.zero_();
+        if (BiasValues is not null)
+        {
+            layer.bias!.index_add_(0, BiasIndices, BiasValues, 1.0);
+            BiasValues.zero_();
+        }
     }
 
     /// <summary>The update so far, at the indices: W[idx] − W₀[idx].</summary>
@@ -108,6 +216,13 @@ public sealed class SiftAdapter : ILinearAdapter
     {
         using var _ = no_grad();
         return layer.weight.detach().view(-1).index_select(0, Indices).sub_(BaseValues);
+    }
+
+    /// <summary>The bias update so far, at the bias indices: b[idx_b] − b₀[idx_b].</summary>
+    public Tensor BiasDeltaValues(TunableLinear layer)
+    {
+        using var _ = no_grad();
+        return biasK > 0 ? layer.bias!.detach().index_select(0, BiasIndices).sub_(BiasBaseValues) : empty(0);
     }
 
     public Tensor DeltaWeight(TunableLinear layer)
@@ -119,13 +234,18 @@ public sealed class SiftAdapter : ILinearAdapter
         return delta;
     }
 
-    public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() => [("sift_values", Values)];
+    public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
+        BiasValues is null ? [("sift_values", Values)] : [("sift_values", Values), ("bias.sift_values", BiasValues)];
 
     public void Dispose()
     {
         Values.Dispose();
+        BiasValues?.Dispose();
         Indices.Dispose();
+        BiasIndices.Dispose();
         BaseValues.Dispose();
+        BiasBaseValues.Dispose();
         score?.Dispose();
+        biasScore?.Dispose();
     }
 }

@@ -12,7 +12,8 @@ public sealed class SiftMethod : MethodDescriptor<SiftOptions>
     [
         Flag("--sparse-rate", "SIFT: fraction of each targeted matrix that trains.", o => o.SparseRate, (o, v) => o with { SparseRate = v }),
         Flag("--selection", "SIFT: how components are chosen (gradient, random, magnitude).", o => o.Selection, (o, v) => o with { Selection = v }),
-        Flag("--selection-batches", "SIFT: batches whose gradients choose the components.", o => o.SelectionBatches, (o, v) => o with { SelectionBatches = v }),
+        Flag("--selection-batches", "SIFT: first training micro-batches whose gradients choose the components (spent on choosing, as the original's one).", o => o.SelectionBatches, (o, v) => o with { SelectionBatches = v }),
+        Flag("--freeze-biases", "SIFT: keep the targeted layers' biases frozen (default: they tune sparsely too, as in the original).", o => o.FreezeBiases, (o, v) => o with { FreezeBiases = v }),
         Flag("--target-modules", "SIFT: comma-separated layer names updated sparsely.", o => o.TargetModules, (o, v) => o with { TargetModules = v },
             defaultText: "every linear of the blocks"),
     ];

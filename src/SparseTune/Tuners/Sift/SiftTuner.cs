@@ -8,9 +8,9 @@ using static TorchSharp.torch;
 namespace SparseTune.Tuners.Sift;
 
 /// <summary>
-/// SIFT (Song et al., ICML 2024): train only k = ⌈x·numel(W)⌉ components of each targeted matrix, chosen by the
-/// gradient of the first batch(es). Gradients and AdamW state exist only for the k values (and the densely
-/// trained exception modules), so their memory scales with x.
+/// SIFT (Song et al., ICML 2024): train only k = min(⌊x·numel(W)⌋ + 1, numel(W)) components of each targeted matrix
+/// (and of its bias), chosen by the gradient of the first training batch(es). Gradients and AdamW state exist only for
+/// the k values (and the densely trained exception modules), so their memory scales with x.
 /// </summary>
 public sealed class SiftTuner(SiftOptions options) : Tuner
 {
@@ -23,6 +23,9 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
     public override bool ModifiesBaseWeights => true;
     public SiftOptions SiftOptions => options;
 
+    /// <summary>The original's GLUE scripts train the classifier ("exception") and leave BERT's pooler frozen; a fresh pooler trains.</summary>
+    protected override bool FreezesPretrainedHeadParts => true;
+
     public IReadOnlyList<(string Name, TunableLinear Layer, SiftAdapter Adapter)> Targets => targets;
 
     public override void Attach(TransformerModel model)
@@ -33,7 +36,8 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         FreezeAll(model);
         foreach (var (name, layer) in ModuleSelection.Select(model, options.TargetModules))
         {
-            var adapter = new SiftAdapter(layer, options.ComponentsFor(layer.weight.numel()), options.SelectionBatches > 1);
+            long biasK = options.FreezeBiases || layer.bias is null ? 0 : options.ComponentsFor(layer.bias.numel());
+            var adapter = new SiftAdapter(layer, options.ComponentsFor(layer.weight.numel()), biasK);
             layer.Adapter = adapter;
             targets.Add((name, layer, adapter));
         }
@@ -42,40 +46,32 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         foreach (var (_, p) in dense) p.requires_grad = true;
     }
 
-    /// <summary>Chooses the indices: gradient (backward passes over the first batches), random or magnitude.</summary>
+    /// <summary>
+    /// Chooses the indices. Gradient: the first <see cref="SiftOptions.SelectionBatches"/> training micro-batches
+    /// choose them (their backward scores instead of training the values), so no batch is used twice; random and
+    /// magnitude: now. Needs no batches of its own.
+    /// </summary>
     public override void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch)
     {
         switch (options.Selection)
         {
             case SiftSelection.Gradient:
-                foreach (var t in targets) t.Adapter.BeginSelection();
-                bool wasTraining = model.training;
-                model.train();
-                int used = 0;
-                foreach (var backward in backwardOfBatch.Take(options.SelectionBatches))
-                {
-                    backward();
-                    used++;
-                }
-                if (used == 0) throw new InvalidOperationException("SIFT gradient selection needs at least one training batch");
-                foreach (var t in targets) t.Adapter.EndSelection(t.Layer);
-                // The selection batch's gradients are for choosing only (as in the original): drop them.
-                foreach (var (_, p) in dense) p.grad = null;
-                foreach (var t in targets) t.Adapter.Values.grad = null;
-                if (!wasTraining) model.eval();
+                foreach (var t in targets) t.Adapter.BeginSelection(options.SelectionBatches);
                 break;
             case SiftSelection.Random:
                 foreach (var t in targets)
                 {
                     using var scope = NewDisposeScope();
-                    t.Adapter.SetIndices(randperm(t.Layer.weight.numel())[..(int)t.Adapter.Components], t.Layer);
+                    t.Adapter.SetIndices(randperm(t.Layer.weight.numel())[..(int)t.Adapter.Components], t.Layer,
+                        t.Adapter.BiasComponents > 0 ? randperm(t.Layer.bias!.numel())[..(int)t.Adapter.BiasComponents] : null);
                 }
                 break;
             case SiftSelection.Magnitude:
                 foreach (var t in targets)
                 {
                     using var scope = NewDisposeScope();
-                    t.Adapter.SetIndices(t.Layer.weight.detach().abs().view(-1).topk((int)t.Adapter.Components).indexes, t.Layer);
+                    t.Adapter.SetIndices(t.Layer.weight.detach().abs().view(-1).topk((int)t.Adapter.Components).indexes, t.Layer,
+                        t.Adapter.BiasComponents > 0 ? t.Layer.bias!.detach().abs().topk((int)t.Adapter.BiasComponents).indexes : null);
                 }
                 break;
         }
@@ -83,7 +79,11 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
 
     public override IEnumerable<(string Name, Parameter Parameter)> TrainableParameters()
     {
-        foreach (var t in targets) yield return (t.Name + ".sift_values", t.Adapter.Values);
+        foreach (var t in targets)
+        {
+            yield return (t.Name + ".sift_values", t.Adapter.Values);
+            if (t.Adapter.BiasValues is { } b) yield return (t.Name + ".bias.sift_values", b);
+        }
         foreach (var d in dense) yield return d;
     }
 
@@ -93,13 +93,32 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         return false;
     }
 
-    /// <summary>Indices and base values, so --resume keeps the same components.</summary>
+    /// <summary>A run shorter than the selection batches chooses from the batches it saw.</summary>
+    public override void Finish(TransformerModel model)
+    {
+        foreach (var t in targets) t.Adapter.EndSelection(t.Layer);
+    }
+
+    /// <summary>Indices and base values, so --resume keeps the same components (mid-selection: what selection has scored).</summary>
     public override IEnumerable<KeyValuePair<string, Tensor>> ExtraState()
     {
         foreach (var t in targets)
         {
+            if (t.Adapter.Selecting)
+            {
+                var (left, score, biasScore) = t.Adapter.SelectionState;
+                yield return new(t.Name + ".selection_batches_left", tensor((long)left));
+                if (score is not null) yield return new(t.Name + ".selection_score", score);
+                if (biasScore is not null) yield return new(t.Name + ".bias.selection_score", biasScore);
+                continue;
+            }
             yield return new(t.Name + ".indices", t.Adapter.Indices);
             yield return new(t.Name + ".base_values", t.Adapter.BaseValues);
+            if (t.Adapter.BiasComponents > 0)
+            {
+                yield return new(t.Name + ".bias.indices", t.Adapter.BiasIndices);
+                yield return new(t.Name + ".bias.base_values", t.Adapter.BiasBaseValues);
+            }
         }
     }
 
@@ -107,22 +126,37 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
     {
         foreach (var t in targets)
         {
+            if (state.TryGetValue(t.Name + ".selection_batches_left", out var left))
+            {
+                t.Adapter.ResumeSelection((int)left.item<long>(), state.GetValueOrDefault(t.Name + ".selection_score"), state.GetValueOrDefault(t.Name + ".bias.selection_score"));
+                continue;
+            }
             if (!state.TryGetValue(t.Name + ".indices", out var indices) || !state.TryGetValue(t.Name + ".base_values", out var baseValues))
                 throw new InvalidDataException($"SIFT state has no indices for {t.Name}");
-            t.Adapter.SetIndices(indices, t.Layer);
+            Tensor? biasIndices = null, biasBase = null;
+            if (t.Adapter.BiasComponents > 0
+                && (!state.TryGetValue(t.Name + ".bias.indices", out biasIndices) || !state.TryGetValue(t.Name + ".bias.base_values", out biasBase)))
+                throw new InvalidDataException($"SIFT state has no bias indices for {t.Name} (was it written with --freeze-biases?)");
+            t.Adapter.SetIndices(indices, t.Layer, biasIndices);
             using var _ = no_grad();
             t.Adapter.BaseValues.copy_(baseValues);
+            if (biasBase is not null) t.Adapter.BiasBaseValues.copy_(biasBase);
         }
     }
 
-    /// <summary>The sparse delta file: W[indices] += values per targeted matrix, the densely trained modules whole.</summary>
+    /// <summary>The sparse delta file: W[indices] += values per targeted matrix (and bias), the densely trained modules whole.</summary>
     public const string DeltaFileName = "sparse_delta.safetensors";
 
     /// <summary>Writes the sparse delta (<see cref="SparseMatrixFile"/>, mode add) next to the merged model.</summary>
     public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
     {
         using var scope = NewDisposeScope();
-        var entries = targets.Select(t => new SparseMatrixFile.Entry(t.Name + ".weight", t.Adapter.Indices, t.Adapter.DeltaValues(t.Layer), t.Layer.weight.shape)).ToList();
+        var entries = new List<SparseMatrixFile.Entry>();
+        foreach (var t in targets)
+        {
+            entries.Add(new(t.Name + ".weight", t.Adapter.Indices, t.Adapter.DeltaValues(t.Layer), t.Layer.weight.shape));
+            if (t.Adapter.BiasComponents > 0) entries.Add(new(t.Name + ".bias", t.Adapter.BiasIndices, t.Adapter.BiasDeltaValues(t.Layer), t.Layer.bias!.shape));
+        }
         var denseTensors = dense.Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
         string path = Path.Combine(outputDirectory, DeltaFileName);
         SparseMatrixFile.Save(path, SparseMatrixMode.Add, Name, entries, denseTensors, model.Config.Id2Label);
