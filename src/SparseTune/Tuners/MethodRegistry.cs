@@ -1,4 +1,5 @@
 using SparseTune.Tuners.Full;
+using SparseTune.Tuners.LightPeft;
 using SparseTune.Tuners.Lora;
 using SparseTune.Tuners.Pst;
 using SparseTune.Tuners.Sift;
@@ -18,6 +19,7 @@ public static class MethodRegistry
         new LoraMethod(),
         new SiftMethod(),
         new PstMethod(),
+        new LightPeftMethod(),
     ];
 
     static readonly Lock gate = new();
