@@ -57,13 +57,15 @@ public sealed class LightPeftReader : IArtifactReader
             using var doc = JsonDocument.Parse(File.ReadAllText(file));
             return doc.RootElement.TryGetProperty("method", out var method) && method.GetString() == "light-peft"
                 && doc.RootElement.TryGetProperty("adapter", out var adapter) && adapter.ValueKind == JsonValueKind.String
-                ? [Path.GetFullPath(file)] : [];
+                ? [Path.GetDirectoryName(Path.GetFullPath(file))!] : [];
         }
         catch (JsonException) { return []; }
     }
 
+    /// <summary>The artifact is the output folder holding light_peft.json (a folder, so other readers do not try to open the JSON).</summary>
     static string AdapterOf(string artifact, out LightPeftEstimate estimate)
     {
+        if (Directory.Exists(artifact)) artifact = Path.Combine(artifact, LightPeftEstimate.FileName);
         estimate = LightPeftEstimate.Load(artifact);
         if (estimate.Adapter is null) throw new InvalidDataException($"{artifact} names no adapter folder");
         return Path.Combine(Path.GetDirectoryName(Path.GetFullPath(artifact))!, estimate.Adapter);

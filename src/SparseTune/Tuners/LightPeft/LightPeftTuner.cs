@@ -186,10 +186,10 @@ public sealed class LightPeftTuner : Tuner
         for (int i = 0; i < Lora.Modules.Count; i++)
         {
             var adapter = Lora.Modules[i].Adapter;
+            using var scope = NewDisposeScope();   // .grad hands out a new wrapper each time: dispose it with the step's temporaries
+            using var _ = no_grad();
             Tensor? gradA = adapter.LoraA.grad, gradB = adapter.LoraB.grad;
             if (gradA is null || gradB is null) continue;
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
             // |mean_j (A ⊙ ∇A)[i, j]| + |mean_k (B ⊙ ∇B)[k, i]|, one value per rank i.
             Tensor score = adapter.LoraA.mul(gradA).mean([1]).abs() + adapter.LoraB.mul(gradB).mean([0]).abs();
             double[] values = score.to_type(ScalarType.Float64).data<double>().ToArray();
