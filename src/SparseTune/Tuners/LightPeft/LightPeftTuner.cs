@@ -275,11 +275,12 @@ public sealed class LightPeftTuner : Tuner
     }
 
     /// <summary>
-    /// Carries out <paramref name="plan"/>: the masks are dropped (their values are not folded in), the dropped LoRA
-    /// modules are removed first (so nothing slices them), then heads and neurons are removed from the pretrained
-    /// weights (the surviving LoRA factors follow), then the surviving modules keep their ranks.
+    /// Carries out <paramref name="plan"/> (what the end of the estimation does): the masks are dropped (their values
+    /// are not folded in), the dropped LoRA modules are removed first (so nothing slices them), then heads and neurons
+    /// are removed from the pretrained weights (the surviving LoRA factors follow), then the surviving modules keep
+    /// their ranks. Does not record an estimate: the trainer's path is <see cref="AfterOptimizerStep"/>.
     /// </summary>
-    void ApplyPlan(LightPeftPlan plan)
+    public void ApplyPlan(LightPeftPlan plan)
     {
         var model = Model;
         DropMasks();
