@@ -54,6 +54,13 @@ public sealed record LightPeftEstimate
     public long? FoundationParametersAfter { get; init; }
     public long LoraParametersBefore { get; init; }
     public long? LoraParametersAfter { get; init; }
+    /// <summary>Attention heads per layer after the pruning (stage all) or that would remain (stage estimate).</summary>
+    public int[]? HeadsKept { get; init; }
+    /// <summary>FFN neurons per layer after the pruning, or that would remain.</summary>
+    public int[]? NeuronsKept { get; init; }
+    /// <summary>Wall seconds of the estimation and of the fine-tuning after it, in the process that ran them (a resumed run counts its own part).</summary>
+    public double EstimationSeconds { get; init; }
+    public double? FineTuningSeconds { get; init; }
     /// <summary>The PEFT adapter folder for the pruned base, relative to this file; null in the estimate stage.</summary>
     public string? Adapter { get; init; }
 

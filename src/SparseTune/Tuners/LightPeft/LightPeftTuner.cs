@@ -74,6 +74,7 @@ public sealed class LightPeftTuner : Tuner
     LightPeftEstimate? estimate;                // set when the plan was made (stage all) or at Finish (stage estimate)
     bool pruned;
     bool finished;
+    readonly System.Diagnostics.Stopwatch clock = new();   // estimation, then fine-tuning (report only)
 
     public LightPeftTuner(LightPeftOptions options)
     {
@@ -155,6 +156,7 @@ public sealed class LightPeftTuner : Tuner
     public override void BeforeStep(TrainingStepContext context)
     {
         totalSteps = context.TotalSteps;
+        clock.Start();
         int e = options.EstimationSteps(context.TotalSteps);
         // The second half of the estimation: its last ⌈E/2⌉ steps.
         recording = Estimating && context.Step < e && context.Step >= e - (e + 1) / 2;
@@ -213,7 +215,9 @@ public sealed class LightPeftTuner : Tuner
             FoundationParametersAfter = Model.ParameterCount(),
             LoraParametersBefore = loraBefore,
             LoraParametersAfter = LoraParameterCount(),
+            EstimationSeconds = clock.Elapsed.TotalSeconds,
         };
+        clock.Restart();
         return true;
     }
 
@@ -254,6 +258,9 @@ public sealed class LightPeftTuner : Tuner
         };
         return new LightPeftEstimate
         {
+            HeadsKept = model.Layers.Select((l, i) => l.Attention.NumHeads - removedHeads[i].Length).ToArray(),
+            NeuronsKept = model.Layers.Select((l, i) => l.FeedForward.IntermediateSize - removedNeurons[i].Length).ToArray(),
+            EstimationSeconds = clock.Elapsed.TotalSeconds,
             Stage = options.Stage.ToString().ToLowerInvariant(),
             EstimationSteps = estimationSteps,
             ScoredSteps = scoredSteps,
@@ -338,6 +345,7 @@ public sealed class LightPeftTuner : Tuner
             estimate = MakeEstimate(options.EstimationSteps(totalSteps));
             foreach (var m in Lora.Modules) m.Adapter.OutputObserver = null;
         }
+        else if (pruned) estimate = estimate with { FineTuningSeconds = clock.Elapsed.TotalSeconds };
         Lora.Merge();
         if (headMasks.Length == 0) return;
         using (var scope = NewDisposeScope())
