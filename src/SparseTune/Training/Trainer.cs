@@ -152,6 +152,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             }
 
             if (options.MaxGradNorm > 0) optimizer.ClipGradNorm(options.MaxGradNorm);
+            tuner.BeforeOptimizerStep(context);
             double lr = schedule.At(step - state.StageStart);
             optimizer.Step(lr);
             // Gradient + optimizer bytes at their peak: gradients still alive right after the step.

@@ -48,7 +48,9 @@ public sealed record TrainingOptions
         parameterName.EndsWith(".bias", StringComparison.Ordinal) || parameterName == "bias"
         || parameterName.Contains("LayerNorm", StringComparison.Ordinal) || parameterName.Contains("layer_norm", StringComparison.Ordinal)
         || parameterName.Contains("ln_", StringComparison.Ordinal) || parameterName.Contains("norm.", StringComparison.Ordinal)
-        || parameterName.Contains("layernorm", StringComparison.Ordinal);
+        || parameterName.Contains("layernorm", StringComparison.Ordinal)
+        // Multiplicative gates a method learns (Light-PEFT's head and neuron masks): decay would pull them to 0.
+        || parameterName.EndsWith("_mask", StringComparison.Ordinal);
 
     /// <summary>Every problem with the options, all at once (empty when valid).</summary>
     public IReadOnlyList<string> Problems()

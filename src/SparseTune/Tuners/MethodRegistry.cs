@@ -1,5 +1,6 @@
 using SparseTune.Tuners.Dsee;
 using SparseTune.Tuners.Full;
+using SparseTune.Tuners.LightPeft;
 using SparseTune.Tuners.Lora;
 using SparseTune.Tuners.Pst;
 using SparseTune.Tuners.Sift;
@@ -20,6 +21,7 @@ public static class MethodRegistry
         new SiftMethod(),
         new PstMethod(),
         new DseeMethod(),
+        new LightPeftMethod(),
     ];
 
     static readonly Lock gate = new();

@@ -16,6 +16,8 @@ public sealed record TrainingStepContext(TransformerModel Model, int Step, int T
 ///   for each optimizer step:
 ///     BeforeStep(ctx)                     e.g. recompute masks for the sparsity schedule
 ///     for each micro-batch: forward → loss + ExtraLoss(ctx) → backward
+///     [gradient clipping]
+///     BeforeOptimizerStep(ctx)            e.g. read the step's gradients (Light-PEFT's rank scores)
 ///     [optimizer step on TrainableParameters()]
 ///     AfterOptimizerStep(ctx)             e.g. merge sparse values into W; returns true when the
 ///                                         set or shapes of trainable tensors changed (optimizer rebuilt)
@@ -60,6 +62,14 @@ public abstract class Tuner : IDisposable
 
     /// <summary>Extra loss terms (e.g. an L1 penalty on masks); null when none.</summary>
     public virtual Tensor? ExtraLoss(TrainingStepContext context) => null;
+
+    /// <summary>
+    /// Called once per optimizer step after every micro-batch's backward and after gradient clipping, right before the
+    /// optimizer step: the trainable tensors' .grad holds the (accumulated, clipped) gradient the optimizer is about to
+    /// apply. For methods that score from gradients (Light-PEFT's first-order rank importance); the gradients are
+    /// cleared before <see cref="AfterOptimizerStep"/>. Must not change gradients or parameters. Default: nothing.
+    /// </summary>
+    public virtual void BeforeOptimizerStep(TrainingStepContext context) { }
 
     /// <summary>Returns true when the trainable set changed and the optimizer must be rebuilt.</summary>
     public virtual bool AfterOptimizerStep(TrainingStepContext context) => false;

@@ -63,8 +63,19 @@ public sealed class LoraAdapter : ILinearAdapter
         if (Merged) return result.MoveToOuterDisposeScope();
         Tensor input = layer.training && DropoutProbability > 0 ? F.dropout(x, DropoutProbability, training: true) : x;
         Tensor lowRank = F.linear(F.linear(input, LoraA), LoraB);   // (…, in) → (…, r) → (…, out)
+        if (layer.training && OutputObserver is { } observe)
+            using (no_grad())
+                observe(result.detach(), lowRank.detach().mul(Scaling));
         return result.add(lowRank, Scaling).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// Optional: called in training-mode forward passes (unmerged) with the base output W·x + b and the adapter's
+    /// update ΔW·x = B·A·x·alpha/r (after LoRA dropout), both (…, out), detached, without autograd. The tensors belong
+    /// to the forward pass and are disposed after the call; read what is needed (Light-PEFT's ‖ΔW·x‖ / ‖W·x + b‖).
+    /// Null (the default) costs nothing and leaves the forward pass as it is.
+    /// </summary>
+    public Action<Tensor, Tensor>? OutputObserver { get; set; }
 
     /// <summary>B·A·alpha/r, shaped (out, in) like the base weight; a new tensor without autograd history.</summary>
     public Tensor DeltaWeight(TunableLinear layer)

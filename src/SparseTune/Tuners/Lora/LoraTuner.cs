@@ -112,6 +112,32 @@ public sealed class LoraTuner : Tuner
             yield return item;
     }
 
+    /// <summary>
+    /// Removes whole adapters: each named module's adapter is detached from its layer and disposed, and the module
+    /// leaves <see cref="Modules"/>, the trainable set and everything <see cref="SaveAdapter"/> writes. Once a module
+    /// was dropped, adapter_config.json's target_modules lists the full names of the modules still adapted (PEFT
+    /// matches a full name exactly), so PEFT does not re-create the dropped ones. Names must be adapted modules; a
+    /// merged adapter cannot be dropped (its change is in W).
+    /// </summary>
+    public void DropModules(IEnumerable<string> names)
+    {
+        var drop = names.ToHashSet(StringComparer.Ordinal);
+        if (drop.Count == 0) return;
+        var unknown = drop.Where(n => !modules.Any(m => m.Name == n)).ToList();
+        if (unknown.Count > 0)
+            throw new ArgumentException($"LoRA has no adapter on {string.Join(", ", unknown)}", nameof(names));
+        var merged = modules.Where(m => drop.Contains(m.Name) && m.Adapter.Merged).Select(m => m.Name).ToList();
+        if (merged.Count > 0)
+            throw new InvalidOperationException($"cannot drop merged LoRA adapters ({string.Join(", ", merged)}); unmerge first");
+        foreach (var m in modules.Where(m => drop.Contains(m.Name)))
+        {
+            if (ReferenceEquals(m.Layer.Adapter, m.Adapter)) m.Layer.Adapter = null;
+            m.Adapter.Dispose();
+        }
+        modules.RemoveAll(m => drop.Contains(m.Name));
+        configTargets = modules.Select(m => m.Name).ToList();
+    }
+
     /// <summary>Folds every adapter into its base weight (W += B·A·alpha/r); forward passes then use W alone.</summary>
     public void Merge()
     {
