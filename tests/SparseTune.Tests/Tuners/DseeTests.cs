@@ -212,6 +212,7 @@ public class DseeTests(ITestOutputHelper output)
         double residual = (w - u.matmul(v) - s).abs().max().item<float>();
         output.WriteLine($"2 rounds: fit rank {v.shape[0]}, |S| ≠ 0 at {s.ne(0).sum().item<long>()} of {s.numel()}, top-60 of |S| = the 60 spikes: {support.SequenceEqual(planted)}; max |S − S₀| on the spikes {recovered:E2}; max |W − UV − S| {residual:E2} (below the 0.01 threshold)");
         Assert.Equal(planted, support);
+        Assert.Equal(support, GreBsmo.Support(s, 60, fallback: w).data<long>().ToArray());   // S has enough non-zeros: |W| plays no part
         // The values are partly absorbed by the rank-6 fit (|S − S₀| up to ≈ 1), but every spike keeps its sign.
         Assert.Equal(sizes.sign().data<float>().ToArray(), s.reshape(-1).index_select(0, tensor(planted)).sign().data<float>().ToArray());
         Assert.True(residual < 0.01 + 1e-6);
@@ -226,6 +227,18 @@ public class DseeTests(ITestOutputHelper output)
             output.WriteLine($"{rounds} rounds: fit rank {vr.shape[0]}, top-12 of |S| among the spikes: {top.Intersect(planted).Count()}/12, top-60: {GreBsmo.Support(sr, 60).data<long>().ToArray().Intersect(planted).Count()}/60");
             Assert.Subset(planted.ToHashSet(), top.ToHashSet());
         }
+    }
+
+    [Fact]
+    public void TheSupportTakesSsNonZerosFirstThenTheLargestWeights()
+    {
+        // S non-zero at 1, 4, 7 (3 < N = 5): Ω = those, then the two largest |W| among the other entries (0 and 6).
+        using var s = tensor(new float[] { 0, 0.5f, 0, 0, -2, 0, 0, 0.1f, 0 }, [3, 3]);
+        using var w = tensor(new float[] { -9, 1, 3, 0, 1, 2, 8, 1, -1 }, [3, 3]);
+        using var support = GreBsmo.Support(s, 5, fallback: w);
+        Assert.Equal(new long[] { 0, 1, 4, 6, 7 }, support.data<long>().ToArray());
+        using var top3 = GreBsmo.Support(s, 3, fallback: w);
+        Assert.Equal(new long[] { 1, 4, 7 }, top3.data<long>().ToArray());
     }
 
     [Fact]
@@ -263,6 +276,8 @@ public class DseeTests(ITestOutputHelper output)
         using var top = q.topk(16).indexes.sort().Values;
         Assert.Equal(top.data<long>().ToArray(), magnitude);
         output.WriteLine($"decomposition Ω {string.Join(",", decomposition)}; magnitude Ω {string.Join(",", magnitude)}; shared {decomposition.Intersect(magnitude).Count()}");
+        // On 48×48 the decomposition's fit reaches full rank and S = 0 (AFitOfFullRankLeavesNoSparsePart): Ω falls back to |W|.
+        Assert.Equal(magnitude, decomposition);
     }
 
     // ---- pruning ------------------------------------------------------------------------------------------------

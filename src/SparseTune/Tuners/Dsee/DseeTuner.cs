@@ -59,7 +59,8 @@ public sealed record DseeModule(string Name, TunableLinear Layer, DseeAdapter Ad
 ///    parameter under bert./roberta. except its LoRA tensors, so its pooler stays frozen; pass
 ///    --modules-to-save classifier to match.
 ///  • Ω has exactly N entries (<see cref="GreBsmo.Support"/>); the original's kthvalue threshold with ≥ takes more
-///    on ties. Its S is an nn.Linear under a pruning mask (dense storage, N values trained); here S is N values.
+///    on ties, and every entry when the decomposition's S is zero (its fit reaches full rank on matrices up to
+///    about 500 wide: the test models, the demo). Here the entries S lacks are the largest |W| among its zeros. Its S is an nn.Linear under a pruning mask (dense storage, N values trained); here S is N values.
 ///  • Decomposition, magnitude and random supports come from the same seeded generator; the original's random
 ///    ablation ("rp") ranks randn scores, here Ω is the first N of a random permutation (same distribution).
 ///  • Unstructured pruning masks W in place at the prune step; the original's second script
@@ -153,7 +154,7 @@ public sealed class DseeTuner : Tuner
                 Tensor w = m.Layer.weight.detach().narrow(0, block.RowStart, block.Rows);
                 Tensor support = options.Support switch
                 {
-                    DseeSupport.Decomposition => GreBsmo.Support(GreBsmo.Decompose(w, options.DecompositionRounds, options.DecompositionThreshold, generator).Sparse, options.SparseEntries),
+                    DseeSupport.Decomposition => GreBsmo.Support(GreBsmo.Decompose(w, options.DecompositionRounds, options.DecompositionThreshold, generator).Sparse, options.SparseEntries, fallback: w),
                     DseeSupport.Magnitude => GreBsmo.Support(w, options.SparseEntries),
                     _ => randperm(w.numel(), generator: generator).narrow(0, 0, Math.Min(options.SparseEntries, w.numel())),
                 };

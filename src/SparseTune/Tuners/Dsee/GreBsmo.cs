@@ -26,8 +26,8 @@ namespace SparseTune.Tuners.Dsee;
 /// (seven (768×k)·(k×768) products per round, k growing to 496, plus the QRs): 130 s measured on a 2-core machine
 /// shared with other jobs (load ≈ 20), so BERT-base's 24 query/value matrices can take minutes to most of an hour
 /// before the first step; <c>--decomposition-rounds</c> trades this for fidelity. On the test models (48×48) and the demo (128×128) the fit reaches full rank, S = 0,
-/// and Ω is top-k's order among zeros: the original has the same limit (there it even selects every entry, see
-/// <see cref="Support"/>).
+/// and DSEE then takes Ω by |W| (<see cref="Support"/>'s fallback); the original has the same limit and there
+/// selects every entry.
 /// </para>
 /// </summary>
 public static class GreBsmo
@@ -70,16 +70,26 @@ public static class GreBsmo
 
     /// <summary>
     /// Ω: the flat row-major indices (int64, ascending) of exactly <paramref name="count"/> largest |S|. When S has
-    /// fewer non-zeros than that, the rest are among its zeros (by torch's top-k order, deterministic on one machine).
-    /// The original keeps every entry with |S| ≥ the (numel − N + 1)-th smallest |S|, which is more than N on ties
-    /// (every entry when S = 0).
+    /// fewer non-zeros than that (a fit that reached full rank leaves S = 0), the rest are the largest
+    /// |<paramref name="fallback"/>| among S's zeros (DSEE passes W: the magnitude support), or without a fallback
+    /// torch's top-k order among zeros. The original keeps every entry with |S| ≥ the (numel − N + 1)-th smallest
+    /// |S|, which is more than N on ties (every entry when S = 0).
     /// </summary>
-    public static Tensor Support(Tensor sparse, int count)
+    public static Tensor Support(Tensor sparse, int count, Tensor? fallback = null)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         int k = (int)Math.Min(count, sparse.numel());
-        Tensor top = sparse.abs().reshape(-1).topk(k).indexes;
+        Tensor magnitude = sparse.abs().reshape(-1);
+        long nonZero = magnitude.ne(0).sum().item<long>();
+        if (fallback is not null && nonZero < k)
+        {
+            // Non-zeros of S first (scores above every fallback score), then the largest |fallback| among the zeros.
+            Tensor second = fallback.detach().abs().reshape(-1);
+            Tensor score = magnitude.ne(0).to_type(second.dtype) * (second.max() + 1) + second.masked_fill(magnitude.ne(0), 0);
+            return score.topk(k).indexes.sort().Values.MoveToOuterDisposeScope();
+        }
+        Tensor top = magnitude.topk(k).indexes;
         return top.sort().Values.MoveToOuterDisposeScope();
     }
 }
