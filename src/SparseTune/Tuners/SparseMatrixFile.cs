@@ -171,7 +171,7 @@ public static class SparseMatrixFile
                 using var file = SafeTensorsFile.Open(path);
                 return file.Metadata.TryGetValue("format", out var format) && (format == Format || LegacyFormats.ContainsKey(format));
             }
-            catch (InvalidDataException) { return false; }
+            catch (Exception e) when (e is InvalidDataException or SafeTensorsFormatException) { return false; }   // not a safetensors file: not ours
         }
 
         public ArtifactHead HeadOf(string artifact) =>

@@ -184,6 +184,15 @@ public sealed class ReliabilityTests(ITestOutputHelper log) : IDisposable
         Assert.False(Directory.Exists(Path.Combine(temp, "merged")) && File.Exists(Path.Combine(temp, "merged", "model.safetensors")));
     }
 
+    [Fact]
+    public void AFileThatIsNoArtifact_IsNamedWithWhatWasExpected()
+    {
+        string notAnArtifact = Path.Combine(temp, "notes.safetensors");
+        File.WriteAllText(notAnArtifact, "{ not safetensors }");
+        var error = Assert.Throws<InvalidDataException>(() => MethodArtifacts.Find(notAnArtifact));
+        Assert.StartsWith($"{notAnArtifact} holds no method artifact; expected a PEFT LoRA adapter folder", error.Message);
+    }
+
     // ---- 3. configs and tokenizers are checked at load ---------------------------------------------------------
 
     [Theory]

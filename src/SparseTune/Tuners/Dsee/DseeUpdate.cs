@@ -251,7 +251,7 @@ public static class DseeUpdate
                 using var file = SafeTensorsFile.Open(path);
                 return file.Metadata.GetValueOrDefault("format") == Format;
             }
-            catch (InvalidDataException) { return false; }
+            catch (Exception e) when (e is InvalidDataException or SparseTune.IO.SafeTensorsFormatException) { return false; }   // not a safetensors file: not ours
         }
 
         public ArtifactHead HeadOf(string artifact) =>

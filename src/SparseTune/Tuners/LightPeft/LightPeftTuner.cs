@@ -176,7 +176,9 @@ public sealed class LightPeftTuner : Tuner
         if (!recording) return;
         using var scope = NewDisposeScope();
         // Per position ‖ΔW·x‖₂ / ‖W·x + b‖₂, then the mean over all positions of the batch.
-        double ratio = update.norm(-1, keepdim: false).div(output.norm(-1, keepdim: false)).mean().item<float>();
+        using var _ = no_grad();
+        Tensor mean = update.detach().norm(-1, keepdim: false).div(output.detach().norm(-1, keepdim: false)).mean();
+        double ratio = mean.to_type(ScalarType.Float64).item<double>();
         ratioSums[row, 0] += double.IsFinite(ratio) ? ratio : 0;
         ratioSums[row, 1] += 1;
     }
