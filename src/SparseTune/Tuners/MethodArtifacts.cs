@@ -34,6 +34,31 @@ public static class MethodArtifacts
     /// <summary>Safetensors metadata key of every SparseTune artifact (ignored by PEFT) holding the classification labels as id2label JSON.</summary>
     public const string Id2LabelMetadataKey = "sparsetune.id2label";
 
+    /// <summary>
+    /// The safetensors files at <paramref name="path"/> (the file itself, or the *.safetensors at the top of a folder)
+    /// whose metadata "format" passes <paramref name="isFormat"/>; a file that is not safetensors at all is skipped.
+    /// Shared by the readers that recognise their files by format metadata.
+    /// </summary>
+    public static IReadOnlyList<string> SafeTensorsWithFormat(string path, Func<string, bool> isFormat)
+    {
+        IEnumerable<string> candidates = Directory.Exists(path)
+            ? Directory.EnumerateFiles(path, "*.safetensors").Order(StringComparer.Ordinal)
+            : File.Exists(path) ? [path] : [];
+        return candidates.Where(candidate =>
+        {
+            try
+            {
+                using var file = SafeTensorsFile.Open(candidate);
+                return file.Metadata.TryGetValue("format", out var format) && isFormat(format);
+            }
+            catch (Exception e) when (e is InvalidDataException or SafeTensorsFormatException) { return false; }   // not a safetensors file: not ours
+        }).ToList();
+    }
+
+    /// <summary>The head a file recording its labels needs: a classification head with them; else the base's own.</summary>
+    public static ArtifactHead HeadFromRecordedLabels(string safetensorsPath) =>
+        RecordedLabels(safetensorsPath) is { } labels ? new ArtifactHead(ModelHead.SequenceClassification, labels) : new ArtifactHead(null, null);
+
     /// <summary>The class labels recorded in a safetensors file's metadata, in id order; null when it records none.</summary>
     public static IReadOnlyList<string>? RecordedLabels(string safetensorsPath)
     {

@@ -156,26 +156,10 @@ public static class SparseMatrixFile
     {
         public string Description => "a SparseTune sparse-matrix file (.safetensors with format metadata 'sparsetune-sparse')";
 
-        public IReadOnlyList<string> Locate(string path)
-        {
-            IEnumerable<string> candidates = Directory.Exists(path)
-                ? Directory.EnumerateFiles(path, "*.safetensors").Order(StringComparer.Ordinal)
-                : File.Exists(path) ? [path] : [];
-            return candidates.Where(IsSparseMatrixFile).ToList();
-        }
+        public IReadOnlyList<string> Locate(string path) =>
+            MethodArtifacts.SafeTensorsWithFormat(path, format => format == Format || LegacyFormats.ContainsKey(format));
 
-        static bool IsSparseMatrixFile(string path)
-        {
-            try
-            {
-                using var file = SafeTensorsFile.Open(path);
-                return file.Metadata.TryGetValue("format", out var format) && (format == Format || LegacyFormats.ContainsKey(format));
-            }
-            catch (Exception e) when (e is InvalidDataException or SafeTensorsFormatException) { return false; }   // not a safetensors file: not ours
-        }
-
-        public ArtifactHead HeadOf(string artifact) =>
-            MethodArtifacts.RecordedLabels(artifact) is { } labels ? new ArtifactHead(ModelHead.SequenceClassification, labels) : new ArtifactHead(null, null);
+        public ArtifactHead HeadOf(string artifact) => MethodArtifacts.HeadFromRecordedLabels(artifact);
 
         public IReadOnlyCollection<string> ApplyTo(TransformerModel model, string artifact) => Apply(model, artifact);
     }

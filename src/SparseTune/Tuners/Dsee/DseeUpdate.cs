@@ -236,26 +236,9 @@ public static class DseeUpdate
     {
         public string Description => "a DSEE update file (.safetensors with format metadata 'sparsetune-dsee')";
 
-        public IReadOnlyList<string> Locate(string path)
-        {
-            IEnumerable<string> candidates = Directory.Exists(path)
-                ? Directory.EnumerateFiles(path, "*.safetensors").Order(StringComparer.Ordinal)
-                : File.Exists(path) ? [path] : [];
-            return candidates.Where(IsUpdateFile).ToList();
-        }
+        public IReadOnlyList<string> Locate(string path) => MethodArtifacts.SafeTensorsWithFormat(path, format => format == Format);
 
-        static bool IsUpdateFile(string path)
-        {
-            try
-            {
-                using var file = SafeTensorsFile.Open(path);
-                return file.Metadata.GetValueOrDefault("format") == Format;
-            }
-            catch (Exception e) when (e is InvalidDataException or SparseTune.IO.SafeTensorsFormatException) { return false; }   // not a safetensors file: not ours
-        }
-
-        public ArtifactHead HeadOf(string artifact) =>
-            MethodArtifacts.RecordedLabels(artifact) is { } labels ? new ArtifactHead(ModelHead.SequenceClassification, labels) : new ArtifactHead(null, null);
+        public ArtifactHead HeadOf(string artifact) => MethodArtifacts.HeadFromRecordedLabels(artifact);
 
         public IReadOnlyCollection<string> ApplyTo(TransformerModel model, string artifact) => Apply(model, artifact);
     }
