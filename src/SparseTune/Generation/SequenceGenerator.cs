@@ -1,4 +1,5 @@
 using SparseTune.Models;
+using SparseTune.Nn;
 using static TorchSharp.torch;
 
 namespace SparseTune.Generation;
@@ -82,6 +83,7 @@ public static class SequenceGenerator
             double logProb = 0;
             for (int step = 0; step < steps; step++)
             {
+                NativeCallGuard.SafePoint();
                 using var scope = NewDisposeScope();
                 Tensor logProbs = NextTokenLogProbs(model, [.. sequence.Select(t => (long)t)], 1, sequence.Count); // (1, V)
                 BanRepeatedNgrams(logProbs, [sequence], options.NoRepeatNgramSize);
@@ -122,6 +124,7 @@ public static class SequenceGenerator
             bool done = false;
             for (int step = 0; step < steps && !done; step++)
             {
+                NativeCallGuard.SafePoint();
                 using var scope = NewDisposeScope();
                 int rows = beams.Count, length = prompt.Count + step;
                 long[] flat = [.. beams.SelectMany(b => prompt.Concat(b.Tokens)).Select(t => (long)t)];
@@ -238,6 +241,7 @@ public static class SequenceGenerator
         try
         {
             using var _ = no_grad();
+            using var guard = NativeCallGuard.Enter();
             return body();
         }
         finally

@@ -2,6 +2,7 @@ using System.Text.Json;
 using SparseTune.Data;
 using SparseTune.Metrics;
 using SparseTune.Models;
+using SparseTune.Nn;
 using SparseTune.Tokenization;
 using SparseTune.Tuners;
 using TorchSharp;
@@ -260,8 +261,10 @@ public static class FineTuneJob
     public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, Batcher eval, TaskKind task)
     {
         var metrics = MetricSet.For(task);
+        using var guard = NativeCallGuard.Enter();
         foreach (int[] indices in eval.EpochBatches(0))
         {
+            NativeCallGuard.SafePoint();
             using var scope = NewDisposeScope();
             using var batch = eval.Build(indices);
             using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);

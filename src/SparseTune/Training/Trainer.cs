@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using SparseTune.IO;
 using SparseTune.Models;
+using SparseTune.Nn;
 using SparseTune.Tuners;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -59,6 +60,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         var problems = options.Problems();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         Directory.CreateDirectory(options.OutputDirectory);
+        using var guard = NativeCallGuard.Enter();
         torch.random.manual_seed(options.Seed);
 
         int batchesPerEpoch = train.EpochBatches(0).Count;
@@ -131,6 +133,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 long k = (long)step * options.GradientAccumulation + micro;
                 int epoch = (int)(k / batchesPerEpoch);
                 if (epoch != cachedEpoch) { epochBatches = train.EpochBatches(epoch); cachedEpoch = epoch; }
+                NativeCallGuard.SafePoint();
                 using var scope = NewDisposeScope();
                 using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]);
                 ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
