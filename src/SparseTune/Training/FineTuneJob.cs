@@ -164,6 +164,7 @@ public static class FineTuneJob
             Eval = result.Eval,
             BaselineEval = result.BaselineEval,
             WeightSparsity = WeightSparsity(model),
+            MethodReport = tuner.Report(model),
             Outputs = outputs,
         };
         report.Save(reportPath);

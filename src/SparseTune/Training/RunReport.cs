@@ -26,6 +26,8 @@ public sealed record RunReport
     [JsonPropertyName("baseline_eval")] public IReadOnlyDictionary<string, double>? BaselineEval { get; init; }
     [JsonPropertyName("weight_sparsity")] public double WeightSparsity { get; init; }
     [JsonPropertyName("task")] public string Task { get; init; } = "";
+    /// <summary>The method's own figures (<see cref="Tuners.Tuner.Report"/>), null for a method without any.</summary>
+    [JsonPropertyName("method_report")] public object? MethodReport { get; init; }
     [JsonPropertyName("outputs")] public IReadOnlyDictionary<string, string> Outputs { get; init; } = new Dictionary<string, string>();
     /// <summary>Per split: examples used, rows skipped and the first reasons (FILE:LINE: problem).</summary>
     [JsonPropertyName("data")] public IReadOnlyDictionary<string, DataSplitReport?>? Data { get; init; }

@@ -66,7 +66,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         int batchesPerEpoch = train.EpochBatches(0).Count;
         if (batchesPerEpoch == 0) throw new ArgumentException("the training set is empty");
         int stepsPerEpoch = Math.Max(1, batchesPerEpoch / options.GradientAccumulation);
-        int totalSteps = options.MaxSteps ?? stepsPerEpoch * options.Epochs;
+        int plannedSteps = options.MaxSteps ?? stepsPerEpoch * options.Epochs;
+        int totalSteps = plannedSteps + tuner.AdditionalSteps(plannedSteps, stepsPerEpoch);
         // The schedule of one training stage: a method that starts a new stage (Tuner.RestartsTraining) gets warm-up
         // and decay again over the steps that remain.
         LearningRateSchedule StageSchedule(int stageStart)

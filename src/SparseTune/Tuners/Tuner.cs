@@ -60,6 +60,12 @@ public abstract class Tuner : IDisposable
 
     public virtual void BeforeStep(TrainingStepContext context) { }
 
+    /// <summary>
+    /// Optimizer steps the method trains beyond the run the user planned (--epochs or --max-steps), asked once before
+    /// the first step: DSEE's re-tuning phase after pruning (--retune-epochs). Default 0.
+    /// </summary>
+    public virtual int AdditionalSteps(int plannedSteps, int stepsPerEpoch) => 0;
+
     /// <summary>Extra loss terms (e.g. an L1 penalty on masks); null when none.</summary>
     public virtual Tensor? ExtraLoss(TrainingStepContext context) => null;
 
@@ -91,6 +97,13 @@ public abstract class Tuner : IDisposable
     /// </summary>
     public virtual IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory) =>
         new Dictionary<string, string>();
+
+    /// <summary>
+    /// The method's own figures for report.json (its <c>method_report</c> key), asked after <see cref="Finish"/>:
+    /// e.g. what was pruned and what it saves. Null: nothing beyond the common fields. Serialised as it is (snake_case
+    /// property names are the method's choice), so keep it a record or dictionary of plain values.
+    /// </summary>
+    public virtual object? Report(TransformerModel model) => null;
 
     /// <summary>
     /// Folds whatever the method adds into the model's own weights and removes its adapters, leaving the plain

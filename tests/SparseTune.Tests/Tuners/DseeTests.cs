@@ -382,6 +382,14 @@ public class DseeTests(ITestOutputHelper output)
             double gatedVersusPruned = MaxAbsDiff(gated, pruned);
 
             tuner.Finish(model);
+            // The report: the removed heads per layer, and fewer forward FLOPs (a quarter of the attention's share).
+            var report = (DseeReport)tuner.Report(model)!;
+            output.WriteLine($"{family}: inference FLOPs relative {report.InferenceFlopsRelativeUpdateSeparate:0.0000} (update separate), {report.InferenceFlopsRelativeMerged:0.0000} merged");
+            Assert.Equal(expected.Keys.Select(k => k.ToString()), report.HeadsRemoved.Keys);
+            Assert.All(expected, e => Assert.Equal(e.Value, report.HeadsRemoved[e.Key.ToString()]));
+            Assert.InRange(report.InferenceFlopsRelativeMerged, 0.5, 0.999);
+            Assert.True(report.InferenceFlopsRelativeUpdateSeparate > report.InferenceFlopsRelativeMerged, "the separate low-rank path costs FLOPs of its own");
+            Assert.Null(report.BackboneSparsity);
             using var finished = Logits(model, ids);
             var outputs = FineTuneJob.SaveOutputs(model, tuner, dir, Fixtures.Model(family));
             using var reloaded = PretrainedModel.Load(outputs["model"]);
@@ -433,6 +441,47 @@ public class DseeTests(ITestOutputHelper output)
             Directory.Delete(full, true);
             Directory.Delete(part, true);
         }
+    }
+
+    [Fact]
+    public void RetuneEpochsPruneAfterThePlannedEpochsThenRestartTheScheduleAndTheReportGivesEachPoolsSparsity()
+    {
+        string dir = Fixtures.TempDirectory("dsee-retune");
+        try
+        {
+            var data = new SyntheticBatches(TaskKind.CausalLM, 211, 16, 4);
+            int stepsPerEpoch = data.EpochBatches(0).Count;
+            var lrs = new List<double>();
+            using var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny"));
+            using var tuner = (DseeTuner)MethodRegistry.CreateTuner("dsee", new DseeOptions { RetuneEpochs = 1, BackboneSparsity = 0.3, QueryValueSparsity = 0.1 });
+            var prunedAfter = new List<int>();
+            var result = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { Epochs = 2, LearningRate = 1e-3, WarmupRatio = 0, OutputDirectory = dir, EvaluateBaseline = false })
+            {
+                Progress = new Recorder(p => { if (p.Phase == "train") { lrs.Add(p.LearningRate); if (tuner.Pruned && prunedAfter.Count == 0) prunedAfter.Add(p.Step); } }),
+            }.Run(data);
+            output.WriteLine($"{stepsPerEpoch} steps per epoch; learning rates {string.Join(", ", lrs.Select(l => l.ToString("0.000000")))}");
+
+            Assert.Equal(3 * stepsPerEpoch, result.Steps);                       // 2 epochs tune + 1 re-tunes
+            Assert.Equal(2 * stepsPerEpoch, prunedAfter.Single());                // pruned right after the planned run
+            Assert.Equal(lrs[0], lrs[2 * stepsPerEpoch]);                         // a fresh schedule for the re-tuning
+            Assert.True(lrs[2 * stepsPerEpoch - 1] < lrs[0]);
+
+            tuner.Finish(model);
+            var report = (DseeReport)tuner.Report(model)!;
+            var (backbone, queryValue) = Pools(model);
+            long n1 = backbone.Sum(w => w.numel()), n2 = queryValue.Sum(w => w.numel());
+            output.WriteLine($"sparsity {report.BackboneSparsity:0.000000} / {report.QueryValueSparsity:0.000000}; FLOPs {report.InferenceFlopsRelativeUpdateSeparate:0.0000} separate, {report.InferenceFlopsRelativeMerged:0.0000} merged");
+            Assert.Equal(Math.Floor(0.3 * n1 + 1e-6) / n1, report.BackboneSparsity!.Value, 12);
+            Assert.Equal(Math.Floor(0.1 * n2 + 1e-6) / n2, report.QueryValueSparsity!.Value, 12);
+            Assert.Equal(stepsPerEpoch, report.RetuneSteps);
+            Assert.True(report.InferenceFlopsRelativeMerged < 1 && report.InferenceFlopsRelativeMerged > 0.6);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    sealed class Recorder(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
     }
 
     sealed class Stop(int step) : IProgress<TrainingProgress>

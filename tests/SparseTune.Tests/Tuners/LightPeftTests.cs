@@ -310,6 +310,17 @@ public sealed class LightPeftTests(ITestOutputHelper output)
             output.WriteLine($"foundation {estimate.FoundationParametersBefore:N0} → {estimate.FoundationParametersAfter:N0}; LoRA {estimate.LoraParametersBefore:N0} → {estimate.LoraParametersAfter:N0}; kept {string.Join(", ", tuner.Lora.Modules.Select(m => $"{m.Name} r={m.Adapter.Rank}"))}");
             Assert.Equal(12, estimate.ModuleScores.Count);
             Assert.All(estimate.ModuleScores.Values, s => Assert.True(s > 0 && double.IsFinite(s)));
+            // report.json's method_report: what was kept per layer, the parameters and the FLOPs saved.
+            var report = JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(tuner.Report(model)))!;
+            output.WriteLine(report.ToJsonString());
+            Assert.Equal([3, 3], report["heads_kept"]!.AsArray().Select(n => n!.GetValue<int>()));
+            Assert.Equal(128, report["neurons_kept"]!.AsArray().Sum(n => n!.GetValue<int>()));
+            Assert.Equal(estimate.FoundationParametersAfter, report["foundation_parameters_after"]!.GetValue<long>());
+            Assert.Equal(model.ParameterCount(), report["foundation_parameters_after"]!.GetValue<long>());
+            Assert.Equal(tuner.Lora.Modules.Sum(m => m.Adapter.LoraA.numel() + m.Adapter.LoraB.numel()), report["lora_parameters_after"]!.GetValue<long>());
+            double flops = report["inference_flops_relative"]!.GetValue<double>();
+            Assert.InRange(flops, 0.5, 0.9);   // a quarter of the heads, a third of the FFN neurons
+            Assert.True(report["estimation_seconds"]!.GetValue<double>() > 0);
 
             model.eval();
             using var tuned = Logits(model);

@@ -20,6 +20,7 @@ public sealed class DseeMethod : MethodDescriptor<DseeOptions>
         Flag("--decomposition-rounds", "DSEE: rounds of the low-rank + sparse decomposition.", o => o.DecompositionRounds, (o, v) => o with { DecompositionRounds = v }),
         Flag("--prune", "DSEE: final-model sparsity (unstructured, heads, none).", o => o.Prune, (o, v) => o with { Prune = v }),
         Flag("--prune-at", "DSEE: share of the steps trained before pruning; the rest re-tunes.", o => o.PruneAt, (o, v) => o with { PruneAt = v }),
+        Flag("--retune-epochs", "DSEE: epochs re-tuning after pruning with a fresh optimizer and schedule (0: prune at --prune-at of one run).", o => o.RetuneEpochs, (o, v) => o with { RetuneEpochs = v }),
         Flag("--prune-ratio", "DSEE unstructured: share of the key, attention-output and FFN weights pruned (global |W|).", o => o.BackboneSparsity, (o, v) => o with { BackboneSparsity = v }),
         Flag("--qv-prune-ratio", "DSEE unstructured: share of the query and value weights pruned (global score).", o => o.QueryValueSparsity, (o, v) => o with { QueryValueSparsity = v }),
         Flag("--qv-prune-score", "DSEE unstructured: query/value ranking (update = |ΔW|, weightplusupdate = |W + ΔW|).", o => o.QueryValueScore, (o, v) => o with { QueryValueScore = v }),

@@ -66,6 +66,14 @@ public sealed record DseeOptions : IMethodOptions
     /// </summary>
     public double PruneAt { get; init; } = 1.0 / 3;
 
+    /// <summary>
+    /// Epochs of a separate re-tuning phase after pruning, as the original's second script: the run as planned
+    /// (--epochs or --max-steps) tunes, then pruning, then this many epochs re-tune the same tensors with a fresh AdamW
+    /// and a fresh schedule (the RTE scripts: --epochs 5 --retune-epochs 10). 0 (the default): one run, one schedule,
+    /// pruned after the <see cref="PruneAt"/> share of its steps.
+    /// </summary>
+    public int RetuneEpochs { get; init; }
+
     /// <summary>Unstructured, pool 1: the share of the key, attention-output and FFN weights pruned, ranked globally by |W|.</summary>
     public double BackboneSparsity { get; init; } = 0.2;
 
@@ -91,6 +99,8 @@ public sealed record DseeOptions : IMethodOptions
         if (SparseEntries < 0) problems.Add($"--num-sparse must not be negative (got {SparseEntries})");
         if (DecompositionRounds < 1) problems.Add($"--decomposition-rounds must be at least 1 (got {DecompositionRounds})");
         if (!(DecompositionThreshold >= 0) || double.IsInfinity(DecompositionThreshold)) problems.Add($"the decomposition threshold must be finite and not negative (got {DecompositionThreshold})");
+        if (RetuneEpochs < 0) problems.Add($"--retune-epochs must not be negative (got {RetuneEpochs})");
+        if (RetuneEpochs > 0 && Prune == DseePruning.None) problems.Add("--retune-epochs needs pruning (--prune unstructured or heads): without it there is nothing to re-tune after");
         if (!(PruneAt > 0 && PruneAt < 1)) problems.Add($"--prune-at must be in (0, 1), a share of the steps (got {PruneAt})");
         if (!(BackboneSparsity >= 0 && BackboneSparsity < 1)) problems.Add($"--prune-ratio must be in [0, 1) (got {BackboneSparsity})");
         if (!(QueryValueSparsity >= 0 && QueryValueSparsity < 1)) problems.Add($"--qv-prune-ratio must be in [0, 1) (got {QueryValueSparsity})");

@@ -81,6 +81,10 @@ public sealed class DseeTuner : Tuner
     TransformerModel? model;
     bool pruned;
     bool finished;
+    int retuneSteps;                 // --retune-epochs in steps (0: prune at the --prune-at share of one run)
+    double denseFlops;               // forward FLOPs per token of the blocks as loaded (InferenceFlops)
+    double supportSeconds;           // time to choose Ω (the decomposition)
+    DseeReport? report;
 
     public DseeTuner(DseeOptions options)
     {
@@ -136,11 +140,24 @@ public sealed class DseeTuner : Tuner
         }
         trainedModules = trained;
         foreach (var (_, p) in ParametersUnder(model, trainedModules)) p.requires_grad = true;
+        denseFlops = InferenceFlops.PerToken(model, skipZeros: false);
         this.model = model;
     }
 
+    /// <summary>--retune-epochs: the re-tuning phase runs after the planned steps.</summary>
+    public override int AdditionalSteps(int plannedSteps, int stepsPerEpoch)
+    {
+        retuneSteps = options.Prune == DseePruning.None ? 0 : options.RetuneEpochs * stepsPerEpoch;
+        return retuneSteps;
+    }
+
     /// <summary>Chooses Ω of every block (not on resume: the support is tuner state).</summary>
-    public override void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch) => ChooseSupports();
+    public override void Prepare(TransformerModel model, IEnumerable<Action> backwardOfBatch)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        ChooseSupports();
+        supportSeconds = clock.Elapsed.TotalSeconds;
+    }
 
     /// <summary>Ω of every block from the pretrained W, by <see cref="DseeOptions.Support"/>; one seeded generator in model order.</summary>
     public void ChooseSupports()
@@ -173,18 +190,25 @@ public sealed class DseeTuner : Tuner
             yield return item;
     }
 
-    /// <summary>Prunes once, after ⌊PruneAt·T⌉ completed steps; head pruning changes shapes, so the optimizer is rebuilt.</summary>
+    /// <summary>
+    /// Prunes once: after ⌊PruneAt·T⌉ steps, or with --retune-epochs after the planned steps. Head pruning changes
+    /// shapes, so the optimizer is rebuilt; a separate re-tuning phase restarts it (<see cref="RestartsTraining"/>).
+    /// </summary>
     public override bool AfterOptimizerStep(TrainingStepContext context)
     {
-        if (pruned || options.Prune == DseePruning.None || context.Step + 1 < options.PruneStep(context.TotalSteps)) return false;
+        int pruneStep = retuneSteps > 0 ? context.TotalSteps - retuneSteps : options.PruneStep(context.TotalSteps);
+        if (pruned || options.Prune == DseePruning.None || context.Step + 1 < pruneStep) return false;
         if (options.Prune == DseePruning.Unstructured)
         {
             PruneUnstructured();
-            return false;
+            return retuneSteps > 0;
         }
         PruneHeads();
         return true;
     }
+
+    /// <summary>With --retune-epochs the re-tuning is a new stage: fresh AdamW, fresh schedule (the original's second script).</summary>
+    public override bool RestartsTraining(TrainingStepContext context) => retuneSteps > 0;
 
     /// <summary>
     /// Global magnitude pruning in two pools, each to exactly ⌊ratio·n⌋ zeros: pool 1 = key, attention-output and FFN
@@ -194,30 +218,37 @@ public sealed class DseeTuner : Tuner
     public void PruneUnstructured()
     {
         if (pruned) throw new InvalidOperationException("DSEE prunes once");
-        var model = Model;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var backbone = new List<(Tensor Weight, Tensor Score)>();
-        var queryValue = new List<(Tensor Weight, Tensor Score)>();
-        foreach (TransformerLayerView view in model.Layers)
+        var (backbone, queryValue) = Pools();
+        MaskPool(backbone.Select(w => (w, w.abs())).ToList(), options.BackboneSparsity);
+        MaskPool(queryValue.Select(p => (p.Weight, options.QueryValueScore == DseeUpdateScore.Update ? p.Delta.abs() : (p.Weight + p.Delta).abs())).ToList(),
+            options.QueryValueSparsity);
+        pruned = true;
+    }
+
+    /// <summary>
+    /// The two pools of unstructured pruning, as views of W: pool 1 the key, attention-output and FFN weights (GPT-2:
+    /// c_attn's key block); pool 2 the query and value weights (blocks) with their current ΔW. Call in a dispose scope.
+    /// </summary>
+    (List<Tensor> Backbone, List<(Tensor Weight, Tensor Delta)> QueryValue) Pools()
+    {
+        var backbone = new List<Tensor>();
+        var queryValue = new List<(Tensor Weight, Tensor Delta)>();
+        foreach (TransformerLayerView view in Model.Layers)
         {
             AttentionView attention = view.Attention;
             foreach (QkvPart part in new[] { QkvPart.Query, QkvPart.Value })
             {
                 var (layer, block) = BlockOf(attention, part);
-                Tensor weight = layer.weight.narrow(0, block.RowStart, block.Rows);
-                Tensor delta = block.Delta(options.Scaling);
-                queryValue.Add((weight, options.QueryValueScore == DseeUpdateScore.Update ? delta.abs() : (weight + delta).abs()));
+                queryValue.Add((layer.weight.narrow(0, block.RowStart, block.Rows), block.Delta(options.Scaling)));
             }
             Tensor key = attention.FusedQkv is { } fused
                 ? fused.Layer.weight.narrow(0, fused.Layer.OutFeatures / 3, fused.Layer.OutFeatures / 3)
                 : attention.Key!.Layer.weight;
-            foreach (Tensor weight in new[] { key, attention.Output.Layer.weight }.Concat(view.FeedForward.Linears.Select(l => (Tensor)l.Layer.weight)))
-                backbone.Add((weight, weight.abs()));
+            backbone.AddRange(new[] { key, attention.Output.Layer.weight }.Concat(view.FeedForward.Linears.Select(l => (Tensor)l.Layer.weight)));
         }
-        MaskPool(backbone, options.BackboneSparsity);
-        MaskPool(queryValue, options.QueryValueSparsity);
-        pruned = true;
+        return (backbone, queryValue);
     }
 
     /// <summary>One global top-k over the pool's scores, split back into per-matrix masks; W[¬keep] ← +0.</summary>
@@ -288,7 +319,9 @@ public sealed class DseeTuner : Tuner
     /// </summary>
     public override void Finish(TransformerModel model)
     {
-        if (finished || options.Prune == DseePruning.None) return;
+        if (finished) return;
+        report ??= MakeReport();
+        if (options.Prune == DseePruning.None) return;
         if (pruned && options.Prune == DseePruning.Unstructured) CapturePrunedIndices();
         MergeAndDetach();
         finished = true;
@@ -315,6 +348,43 @@ public sealed class DseeTuner : Tuner
             if (ReferenceEquals(m.Layer.Adapter, m.Adapter)) m.Layer.Adapter = null;
         }
     }
+
+    /// <summary>
+    /// The figures report.json carries (measured before the update is merged): the final sparsity of each pool, the
+    /// heads removed, and the blocks' forward FLOPs per token relative to the dense model as loaded — with the update
+    /// kept beside the sparse W (the compact form: the low-rank path costs r·(in + out), S its N entries), and as the
+    /// merged model/ ships (the dense update fills the query/value zeros, so only pool 1's zeros still save).
+    /// </summary>
+    DseeReport MakeReport()
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var (backbone, queryValue) = Pools();
+        double sparseW = InferenceFlops.PerToken(Model, skipZeros: true);
+        double updateFlops = modules.SelectMany(m => m.Adapter.Blocks.Select(b => 2.0 * (options.Rank * (m.Layer.InFeatures + b.Rows) + b.Support.Count))).Sum();
+        // Merged: the query/value blocks become dense again (B·A is dense), pool 1 keeps its zeros.
+        double mergedFlops = sparseW + queryValue.Sum(p => 2.0 * ZeroCount(p.Weight));
+        bool unstructured = options.Prune == DseePruning.Unstructured;
+        return new DseeReport
+        {
+            Prune = options.Prune.ToString().ToLowerInvariant(),
+            Pruned = pruned,
+            BackboneSparsity = unstructured ? ZeroShare(backbone) : null,
+            QueryValueSparsity = unstructured ? ZeroShare(queryValue.Select(p => p.Weight).ToList()) : null,
+            HeadsRemoved = removedHeads.OrderBy(p => p.Key).ToDictionary(p => p.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), p => p.Value),
+            UpdateParameters = modules.Sum(m => m.Adapter.TrainableParameters().Sum(t => t.Parameter.numel())),
+            InferenceFlopsRelativeUpdateSeparate = (sparseW + updateFlops) / denseFlops,
+            InferenceFlopsRelativeMerged = mergedFlops / denseFlops,
+            SupportSeconds = supportSeconds,
+            RetuneSteps = retuneSteps,
+        };
+
+        static long ZeroCount(Tensor w) => w.numel() - w.count_nonzero().item<long>();
+        static double ZeroShare(IReadOnlyList<Tensor> weights) =>
+            weights.Sum(w => w.numel()) is var total && total > 0 ? (double)weights.Sum(ZeroCount) / total : 0;
+    }
+
+    public override object? Report(TransformerModel model) => report ??= MakeReport();
 
     /// <summary>Folds ΔW into W and detaches the adapters (already done by <see cref="Finish"/> when pruning).</summary>
     public override void MergeIntoModel(TransformerModel model) => MergeAndDetach();

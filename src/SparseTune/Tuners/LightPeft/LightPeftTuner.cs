@@ -71,6 +71,7 @@ public sealed class LightPeftTuner : Tuner
     int scoredSteps;
     bool recording;
     int totalSteps;
+    double denseFlops;                          // the blocks' forward FLOPs per token as loaded (InferenceFlops)
     LightPeftEstimate? estimate;                // set when the plan was made (stage all) or at Finish (stage estimate)
     bool pruned;
     bool finished;
@@ -117,6 +118,7 @@ public sealed class LightPeftTuner : Tuner
         lora = new LoraTuner(loraOptions) { Context = Context };
         lora.Attach(model);   // freezes the model, adapts the targets, unfreezes the head
         this.model = model;
+        denseFlops = InferenceFlops.PerToken(model, skipZeros: false);
         moduleNames = lora.Modules.Select(m => m.Name).ToList();
         ratioSums = new double[moduleNames.Count, 2];
         rankSums = moduleNames.Select(_ => new double[options.Rank]).ToArray();
@@ -362,6 +364,29 @@ public sealed class LightPeftTuner : Tuner
         }
         DropMasks();
     }
+
+    /// <summary>
+    /// report.json's method_report: heads and FFN neurons kept per layer, foundation and LoRA parameters before and
+    /// after the pruning, the blocks' forward FLOPs per token relative to the unpruned model (attention at 128 tokens),
+    /// and the wall time of the estimation and of the fine-tuning after it. Stage estimate: what would be kept.
+    /// </summary>
+    public override object? Report(TransformerModel model) => estimate is not { } e ? null : new
+    {
+        stage = e.Stage,
+        pruned,
+        estimation_steps = e.EstimationSteps,
+        heads_kept = e.HeadsKept,
+        neurons_kept = e.NeuronsKept,
+        foundation_parameters_before = e.FoundationParametersBefore,
+        foundation_parameters_after = e.FoundationParametersAfter,
+        lora_parameters_before = e.LoraParametersBefore,
+        lora_parameters_after = e.LoraParametersAfter,
+        lora_modules_dropped = e.Plan.DroppedModules.Length,
+        lora_modules_kept = e.Plan.KeptRanks.Count,
+        inference_flops_relative = pruned ? InferenceFlops.PerToken(model, skipZeros: false) / denseFlops : 1.0,
+        estimation_seconds = e.EstimationSeconds,
+        fine_tuning_seconds = e.FineTuningSeconds,
+    };
 
     /// <summary>Stage all: adapter/ and light_peft.json; stage estimate: light_peft_estimate.json.</summary>
     public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
