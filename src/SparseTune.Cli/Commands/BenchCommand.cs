@@ -99,7 +99,7 @@ public static class BenchCommand
                     machine = $"{Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
                     methods = rows.Select(r => new
                     {
-                        r.Method, r.StepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes, r.InferenceSeconds, r.TrainableParameters, r.FlopsPerStep,
+                        r.Method, r.StepSeconds, r.StageStepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes, r.InferenceSeconds, r.TrainableParameters, r.FlopsPerStep,
                         ratios_to_full = full is null ? null : new
                         {
                             step_seconds = r.StepSeconds / full.StepSeconds,
@@ -144,7 +144,9 @@ public static class BenchCommand
         var table = new Table().AddColumns("method", "step s", "tokens/s", "MFU", "trainable", "params", "grad+optim", "peak RSS", "inference s");
         foreach (var r in rows)
             table.AddRow(r.Method,
-                $"{r.StepSeconds:0.000}{Ratio(r.StepSeconds, full?.StepSeconds)}",
+                r.StageStepSeconds.Length > 1
+                    ? string.Join(" → ", r.StageStepSeconds.Select(t => $"{t:0.000}{Ratio(t, full?.StepSeconds)}"))
+                    : $"{r.StepSeconds:0.000}{Ratio(r.StepSeconds, full?.StepSeconds)}",
                 $"{r.TokensPerSecond:0}",
                 $"{100 * r.Mfu:0.0}%",
                 CliSupport.HumanCount(r.TrainableParameters),

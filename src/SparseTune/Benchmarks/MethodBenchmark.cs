@@ -12,6 +12,8 @@ public sealed record MethodMeasurement
 {
     public required string Method { get; init; }
     public double StepSeconds { get; init; }
+    /// <summary>Median step time of each training stage, in order (one entry unless the method restarts training).</summary>
+    public double[] StageStepSeconds { get; init; } = [];
     public double TokensPerSecond { get; init; }
     public double Mfu { get; init; }
     public long ParamBytes { get; init; }
@@ -55,9 +57,9 @@ public static class MethodBenchmark
         torch.random.manual_seed(0);
         using var model = PretrainedModel.Create(config, head);
         var task = head == ModelHead.SequenceClassification ? TaskKind.Classification : TaskKind.CausalLM;
-        using var tuner = MethodRegistry.CreateTuner(method, options);
+        using var tuner = MethodRegistry.CreateTuner(method, options ?? MethodRegistry.Get(method).BenchOptions);
         var data = new RandomBatches(config.VocabSize, batch, sequenceLength, task, Math.Max(2, config.NumLabels));
-        var stepEnds = new List<double>();
+        var stepEnds = new List<(int StageStart, double Seconds)>();
         var clock = Stopwatch.StartNew();
         string output = Directory.CreateTempSubdirectory("sparsetune-bench-").FullName;
         TrainingResult result;
@@ -73,14 +75,16 @@ public static class MethodBenchmark
                 OutputDirectory = output,
             })
             {
-                Progress = new SynchronousProgress(p => { if (p.Phase == "train") stepEnds.Add(clock.Elapsed.TotalSeconds); }),
+                Progress = new SynchronousProgress(p => { if (p.Phase == "train") stepEnds.Add((p.StageStart, clock.Elapsed.TotalSeconds)); }),
             };
             result = trainer.Run(data);
         }
         finally { Directory.Delete(output, true); }
 
-        var durations = stepEnds.Zip(stepEnds.Skip(1), (a, b) => b - a).Skip(Math.Max(0, warmupSteps - 1)).Order().ToList();
-        double median = durations.Count == 0 ? double.NaN : durations[durations.Count / 2];
+        // Step k's duration is the time from step k−1's end to its own; the warm-up steps are left out.
+        var durations = stepEnds.Zip(stepEnds.Skip(1), (a, b) => (b.StageStart, Seconds: b.Seconds - a.Seconds)).Skip(Math.Max(0, warmupSteps - 1)).ToList();
+        double median = Median(durations.Select(d => d.Seconds));
+        double[] stages = durations.GroupBy(d => d.StageStart).OrderBy(g => g.Key).Select(g => Median(g.Select(d => d.Seconds))).ToArray();
         double flops = TrainingFlops.PerStep(model, batch, sequenceLength);
         long paramBytes = model.parameters().Sum(p => p.numel() * p.ElementSize)
             + tuner.TrainableParameters().Where(t => !model.parameters().Any(p => p.Handle == t.Parameter.Handle)).Sum(t => t.Parameter.numel() * t.Parameter.ElementSize);
@@ -92,6 +96,7 @@ public static class MethodBenchmark
         {
             Method = method,
             StepSeconds = median,
+            StageStepSeconds = stages,
             TokensPerSecond = batch * sequenceLength / median,
             Mfu = flops / median / (gemmGflops * 1e9),
             ParamBytes = paramBytes,
@@ -101,6 +106,12 @@ public static class MethodBenchmark
             TrainableParameters = result.TrainableParameters,
             FlopsPerStep = flops,
         };
+    }
+
+    static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
     }
 
     /// <summary>Median forward-only latency of one batch in eval mode.</summary>

@@ -12,9 +12,12 @@ namespace SparseTune.Training;
 /// <summary>The loss became NaN or infinite; the run stopped without touching the last checkpoint.</summary>
 public sealed class TrainingDivergedException(string message) : Exception(message);
 
-/// <summary>A progress report, raised after every optimizer step and evaluation.</summary>
+/// <summary>
+/// A progress report, raised after every optimizer step and evaluation. <paramref name="StageStart"/>: the first step of
+/// the current training stage (0 unless the method restarted training, e.g. Light-PEFT's fine-tuning after pruning).
+/// </summary>
 public sealed record TrainingProgress(string Phase, int Step, int TotalSteps, double Loss, double LearningRate, double TokensPerSecond,
-    IReadOnlyDictionary<string, double>? Eval = null);
+    IReadOnlyDictionary<string, double>? Eval = null, int StageStart = 0);
 
 /// <summary>What one training run produced; the trainer writes it as report.json.</summary>
 public sealed record TrainingResult
@@ -184,7 +187,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             double tokensPerSecond = elapsed > 0 ? tokensThisRun / elapsed : 0;
             if (state.Step % options.LogEvery == 0 || state.Step == totalSteps || state.Step == 1)
                 AppendJsonLine(metricsLog, new { step = state.Step, loss = stepLoss, learning_rate = lr, tokens_per_second = tokensPerSecond });
-            Progress?.Report(new TrainingProgress("train", state.Step, totalSteps, stepLoss, lr, tokensPerSecond));
+            Progress?.Report(new TrainingProgress("train", state.Step, totalSteps, stepLoss, lr, tokensPerSecond, StageStart: state.StageStart));
 
             if (options.EvalEvery > 0 && state.Step % options.EvalEvery == 0 && state.Step != totalSteps)
                 RunEvaluation(state, metricsLog, totalSteps);

@@ -68,6 +68,12 @@ public abstract class MethodDescriptor
     /// </summary>
     public virtual TrainingDefaults DefaultTraining(TaskFamily task) => TrainingDefaults.None;
 
+    /// <summary>
+    /// The options `sparsetune bench` times the method with; default: <see cref="DefaultOptions"/>. A method whose run
+    /// has stages (Light-PEFT) sizes them here so that every stage gets timed steps in a short benchmark.
+    /// </summary>
+    public virtual IMethodOptions BenchOptions => DefaultOptions;
+
     /// <summary>How the method's output files are recognised and merged into a base model; null: it writes none.</summary>
     public virtual IArtifactReader? ArtifactReader => null;
 

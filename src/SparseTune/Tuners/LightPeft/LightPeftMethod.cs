@@ -33,6 +33,9 @@ public sealed class LightPeftMethod : MethodDescriptor<LightPeftOptions>
         Flag("--lora-dropout", "Dropout on the LoRA input.", o => o.Dropout, (o, v) => o with { Dropout = v }),
     ];
 
+    /// <summary>Half the benchmark's steps estimate, half fine-tune the pruned model: both stages get timed steps.</summary>
+    public override IMethodOptions BenchOptions => new LightPeftOptions { EstimateRatio = 0.5 };
+
     public override IArtifactReader ArtifactReader => LightPeftReader.Instance;
 
     protected override Tuner Create(LightPeftOptions options) => new LightPeftTuner(options);
