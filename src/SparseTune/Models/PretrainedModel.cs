@@ -183,13 +183,20 @@ public static class PretrainedModel
     }
 
     /// <summary>The model's tensors under Hugging Face checkpoint names (Conv1D weights transposed back).</summary>
-    public static IEnumerable<KeyValuePair<string, Tensor>> CheckpointTensors(TransformerModel model)
+    public static IEnumerable<KeyValuePair<string, Tensor>> CheckpointTensors(TransformerModel model) => CheckpointTensors(model, reshape: null);
+
+    /// <summary>
+    /// As <see cref="CheckpointTensors(TransformerModel)"/>, each tensor first passed through <paramref name="reshape"/>
+    /// (parameter name, detached tensor in the model's own layout, i.e. before the Conv1D transpose).
+    /// </summary>
+    internal static IEnumerable<KeyValuePair<string, Tensor>> CheckpointTensors(TransformerModel model, Func<string, Tensor, Tensor>? reshape)
     {
         Dictionary<string, Tensor> state = model.state_dict();
         foreach (WeightMapping entry in model.WeightTable.Entries)
         {
-            Tensor t = state[entry.ParameterName];
-            yield return new(entry.CheckpointName, entry.Transposed ? t.detach().t() : t.detach());
+            Tensor t = state[entry.ParameterName].detach();
+            if (reshape is not null) t = reshape(entry.ParameterName, t);
+            yield return new(entry.CheckpointName, entry.Transposed ? t.t() : t);
         }
     }
 
@@ -213,11 +220,19 @@ public static class PretrainedModel
     /// model's config carries its pruning record (<see cref="TransformerModel.PruneHeads"/>); an unpruned one's
     /// has no pruning keys.
     /// </summary>
-    public static void Save(TransformerModel model, string directory, long maxShardBytes = long.MaxValue)
+    public static void Save(TransformerModel model, string directory, long maxShardBytes = long.MaxValue) =>
+        Save(model, model.Config, directory, maxShardBytes, reshape: null);
+
+    /// <summary>
+    /// Writes <paramref name="config"/> and the model's tensors, each passed through <paramref name="reshape"/>
+    /// (see <see cref="CheckpointTensors(TransformerModel, Func{string, Tensor, Tensor}?)"/>; tensors it creates are
+    /// disposed here): the writer behind <see cref="Save(TransformerModel, string, long)"/> and <see cref="HuggingFaceExport"/>.
+    /// </summary>
+    internal static void Save(TransformerModel model, ModelConfig config, string directory, long maxShardBytes, Func<string, Tensor, Tensor>? reshape)
     {
         Directory.CreateDirectory(directory);
         using var scope = NewDisposeScope();
-        SafeTensorsCheckpoint.Save(directory, CheckpointTensors(model).ToList(), maxShardBytes);
-        model.Config.Save(directory);
+        SafeTensorsCheckpoint.Save(directory, CheckpointTensors(model, reshape).ToList(), maxShardBytes);
+        config.Save(directory);
     }
 }

@@ -126,6 +126,7 @@ public abstract partial class TransformerModel
             Tensor index = UnitRows(kept, 1);
             foreach (NamedLinear input in ffn.Inputs) input.Layer.KeepRows(index);
             ffn.Output.Layer.KeepColumns(index);
+            ffn.SetPresentNeurons(kept);
             if (gate is not null) ffn.NeuronGate = SliceGate(gate, kept);
         }
         RecordPruning();

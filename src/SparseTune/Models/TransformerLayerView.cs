@@ -184,6 +184,7 @@ public sealed class AttentionView
 public sealed class FeedForwardView
 {
     readonly IGatedFeedForward module;
+    readonly List<int> presentNeurons;
 
     internal FeedForwardView(int layer, IGatedFeedForward module, IReadOnlyList<NamedLinear> inputs, NamedLinear output)
     {
@@ -192,6 +193,7 @@ public sealed class FeedForwardView
         Inputs = inputs;
         Output = output;
         OriginalIntermediateSize = IntermediateSize;
+        presentNeurons = Enumerable.Range(0, OriginalIntermediateSize).ToList();
     }
 
     public int Layer { get; }
@@ -205,6 +207,13 @@ public sealed class FeedForwardView
     public int OriginalIntermediateSize { get; }
 
     /// <summary>
+    /// The original index of each neuron present, in current order (as <see cref="AttentionView.PresentHeads"/>). A
+    /// model built from a neuron-pruned config knows only the sizes (sparsetune_intermediate_sizes), so it numbers
+    /// its neurons 0 … size − 1.
+    /// </summary>
+    public IReadOnlyList<int> PresentNeurons => presentNeurons;
+
+    /// <summary>
     /// Multiplies each neuron's activation before the output projection (for SwiGLU after act(gate) · up). Shape (I);
     /// null runs the ungated path. Owned and pruned as <see cref="AttentionView.HeadGate"/>.
     /// </summary>
@@ -216,4 +225,11 @@ public sealed class FeedForwardView
 
     /// <summary>The linear layers neuron pruning resizes.</summary>
     public IReadOnlyList<NamedLinear> Linears => [.. Inputs, Output];
+
+    internal void SetPresentNeurons(IEnumerable<int> keptCurrent)
+    {
+        var kept = keptCurrent.Select(n => presentNeurons[n]).ToList();
+        presentNeurons.Clear();
+        presentNeurons.AddRange(kept);
+    }
 }

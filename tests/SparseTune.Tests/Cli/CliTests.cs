@@ -362,6 +362,25 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
     }
 
     [Fact]
+    public void Finetune_LightPeftExportHf_WritesModelHfBesideModelAndListsIt()
+    {
+        string run = Path.Combine(temp, "light-peft");
+        var result = Cli(FinetuneArgs("light-peft", run, 2, "--export-hf"));
+        Assert.True(result.ExitCode == 0, result.Err);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "report.json")));
+        Assert.True(report.RootElement.GetProperty("options").GetProperty("method").GetProperty("ExportHuggingFace").GetBoolean());
+        var outputs = report.RootElement.GetProperty("outputs");
+        Assert.Equal(Path.Combine(run, "model"), outputs.GetProperty("model").GetString());
+        Assert.Equal(Path.Combine(run, "model-hf"), outputs.GetProperty("model_hf").GetString());
+        Assert.Contains("sparsetune_intermediate_sizes", File.ReadAllText(Path.Combine(run, "model", "config.json")));
+        Assert.DoesNotContain("sparsetune_", File.ReadAllText(Path.Combine(run, "model-hf", "config.json")));
+        Assert.True(File.Exists(Path.Combine(run, "model-hf", "vocab.txt")), "the tokenizer files travel with model-hf/ as with model/");
+        using var exported = PretrainedModel.Load(Path.Combine(run, "model-hf"));
+        Assert.All(exported.Layers, l => Assert.Equal(96, l.FeedForward.IntermediateSize));
+        Assert.All(exported.Layers, l => Assert.Equal(3, l.Attention.NumHeads));   // bert: pruned_heads, as transformers 4.x reads it
+    }
+
+    [Fact]
     public void Finetune_UnknownMethod_IsUsageErrorListingTheMethods()
     {
         var result = Cli("finetune", "--model", BertWithVocab(), "--train", GoodTrain(), "--method", "foo", "--output", Path.Combine(temp, "run"));

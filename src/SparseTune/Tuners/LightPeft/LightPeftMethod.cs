@@ -31,6 +31,8 @@ public sealed class LightPeftMethod : MethodDescriptor<LightPeftOptions>
         Flag("--lora-rank", "LoRA rank r during estimation.", o => o.Rank, (o, v) => o with { Rank = v }),
         Flag("--lora-alpha", "LoRA alpha (the update stays scaled by alpha/r of the original r).", o => o.Alpha, (o, v) => o with { Alpha = v }),
         Flag("--lora-dropout", "Dropout on the LoRA input.", o => o.Dropout, (o, v) => o with { Dropout = v }),
+        Flag("--export-hf", "Also write model-hf/: the pruned model as Hugging Face transformers loads it (pruned FFN neurons, and LLaMA-family heads, as zeros; no sparsetune_ config keys).",
+            o => o.ExportHuggingFace, (o, v) => o with { ExportHuggingFace = v }),
     ];
 
     /// <summary>Half the benchmark's steps estimate, half fine-tune the pruned model: both stages get timed steps.</summary>

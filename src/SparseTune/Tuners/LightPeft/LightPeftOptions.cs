@@ -61,6 +61,12 @@ public sealed record LightPeftOptions : IMethodOptions
 
     public double Dropout { get; init; } = 0.05;
 
+    /// <summary>
+    /// Also write model-hf/: the pruned, tuned model in a form Hugging Face transformers loads without SparseTune's
+    /// config keys (<see cref="Models.HuggingFaceExport"/>: pruned FFN neurons, and llama-family heads, as zeros).
+    /// </summary>
+    public bool ExportHuggingFace { get; init; }
+
     /// <summary>The estimation length for a run of <paramref name="totalSteps"/> steps (see <see cref="EstimateRatio"/>); the estimate stage uses the whole run.</summary>
     public int EstimationSteps(int totalSteps)
     {
@@ -82,6 +88,8 @@ public sealed record LightPeftOptions : IMethodOptions
         if (Rank < 1) problems.Add($"LoRA rank r must be at least 1 (got {Rank})");
         if (!(Alpha > 0) || double.IsInfinity(Alpha)) problems.Add($"LoRA alpha must be positive (got {Alpha})");
         if (!(Dropout >= 0 && Dropout < 1)) problems.Add($"LoRA dropout must be in [0, 1) (got {Dropout})");
+        if (ExportHuggingFace && Stage == LightPeftStage.Estimate)
+            problems.Add("--export-hf writes the pruned model, and --light-peft-stage estimate prunes nothing (model/ is already a standard checkpoint)");
         return problems;
     }
 }

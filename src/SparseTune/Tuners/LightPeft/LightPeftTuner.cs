@@ -24,7 +24,8 @@ namespace SparseTune.Tuners.LightPeft;
 ///   steps E … T−1       fine-tuning of the pruned model: surviving LoRA + head, no L1 term
 ///   Finish              LoRA merged into W (adapters stay attached, merged), so model/ is the shipped model
 ///   SaveArtifacts       adapter/ (PEFT LoRA with rank_pattern, for the pruned base) + light_peft.json (masks,
-///                       scores, the plan); stage estimate: light_peft_estimate.json only
+///                       scores, the plan), with --export-hf also model-hf/ (<see cref="HuggingFaceExport"/>);
+///                       stage estimate: light_peft_estimate.json only
 /// </code>
 /// E = min(--estimate-steps, ⌊--estimate-ratio · T⌋) (defaults 800 and 0.25), within [1, T − 1]. Resume: before the
 /// pruning the score sums travel in the checkpoint; after it the estimate (with the plan) does, and
@@ -388,7 +389,7 @@ public sealed class LightPeftTuner : Tuner
         fine_tuning_seconds = e.FineTuningSeconds,
     };
 
-    /// <summary>Stage all: adapter/ and light_peft.json; stage estimate: light_peft_estimate.json.</summary>
+    /// <summary>Stage all: adapter/ and light_peft.json (and with --export-hf model-hf/); stage estimate: light_peft_estimate.json.</summary>
     public override IReadOnlyDictionary<string, string> SaveArtifacts(TransformerModel model, string outputDirectory)
     {
         if (estimate is null) throw new InvalidOperationException("LightPeftTuner: nothing estimated yet; call Finish before SaveArtifacts");
@@ -404,8 +405,19 @@ public sealed class LightPeftTuner : Tuner
         Lora.SaveAdapter(adapter);
         string file = Path.Combine(outputDirectory, LightPeftEstimate.FileName);
         (estimate with { Adapter = adapterFolder }).Save(file);
-        return new Dictionary<string, string> { ["adapter"] = adapter, ["light_peft"] = file };
+        var outputs = new Dictionary<string, string> { ["adapter"] = adapter, ["light_peft"] = file };
+        if (options.ExportHuggingFace)
+        {
+            string exported = Path.Combine(outputDirectory, ExportFolder);
+            HuggingFaceExport.Save(model, exported);
+            if (Context.BaseModelPath is { } basePath) PretrainedModel.CopyTokenizerFiles(basePath, exported);
+            outputs["model_hf"] = exported;
+        }
+        return outputs;
     }
+
+    /// <summary>Where --export-hf writes the Hugging Face form of the pruned model, beside model/.</summary>
+    public const string ExportFolder = "model-hf";
 
     /// <summary>Merges the LoRA (if Finish did not) and detaches it; masks of an unfinished estimation are dropped unfolded.</summary>
     public override void MergeIntoModel(TransformerModel model)
