@@ -409,7 +409,9 @@ public sealed class LightPeftTuner : Tuner
         if (options.ExportHuggingFace)
         {
             string exported = Path.Combine(outputDirectory, ExportFolder);
-            HuggingFaceExport.Save(model, exported);
+            // Heads padded back with zeros for every family: transformers 5 no longer reads pruned_heads (its head
+            // pruning was removed), and the zero-padded form loads in 4.x and 5.x alike with the same outputs.
+            HuggingFaceExport.Save(model, exported, padHeads: true);
             if (Context.BaseModelPath is { } basePath) PretrainedModel.CopyTokenizerFiles(basePath, exported);
             outputs["model_hf"] = exported;
         }
