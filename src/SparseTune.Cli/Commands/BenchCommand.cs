@@ -99,7 +99,7 @@ public static class BenchCommand
                     machine = $"{Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
                     methods = rows.Select(r => new
                     {
-                        r.Method, r.StepSeconds, r.StageStepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes, r.InferenceSeconds, r.TrainableParameters, r.FlopsPerStep,
+                        r.Method, r.StepSeconds, r.StageStepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes, r.InferenceSeconds, r.TrainableParameters, r.FlopsPerStep, r.MethodReport,
                         ratios_to_full = full is null ? null : new
                         {
                             step_seconds = r.StepSeconds / full.StepSeconds,

@@ -15,6 +15,9 @@ public static class BenchPresets
         ["bert-base"] = (new BertConfig { ModelType = "bert", VocabSize = 30522, Id2Label = Labels, PadTokenId = 0 }, ModelHead.SequenceClassification),
         // gpt2 (124M) with its tied LM head.
         ["gpt2-small"] = (new Gpt2Config { ModelType = "gpt2", VocabSize = 50257, BosTokenId = 50256 }, ModelHead.CausalLM),
+        // A small LLaMA-family shape (about 160M: TinyLlama's width and grouped-query attention, 8 layers): SwiGLU,
+        // RMSNorm, rotary positions, 4 key/value heads for 16 query heads.
+        ["llama-small"] = (new LlamaConfig { ModelType = "llama", VocabSize = 32000, Hidden = 1024, Layers = 8, Heads = 16, KeyValueHeads = 4, Intermediate = 2816, MaxPositionEmbeddings = 2048, BosTokenId = 1 }, ModelHead.CausalLM),
     };
 
     public static (ModelConfig Config, ModelHead Head) Get(string name) =>

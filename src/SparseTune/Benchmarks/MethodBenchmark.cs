@@ -22,6 +22,8 @@ public sealed record MethodMeasurement
     public double InferenceSeconds { get; init; }
     public long TrainableParameters { get; init; }
     public double FlopsPerStep { get; init; }
+    /// <summary>The method's own figures (what it adds to report.json as method_report), null for most.</summary>
+    public object? MethodReport { get; init; }
 }
 
 /// <summary>Random token batches of a fixed shape; labels fit the model's head.</summary>
@@ -90,6 +92,7 @@ public static class MethodBenchmark
             + tuner.TrainableParameters().Where(t => !model.parameters().Any(p => p.Handle == t.Parameter.Handle)).Sum(t => t.Parameter.numel() * t.Parameter.ElementSize);
 
         // Inference runs on the plain model each method ships: LoRA merged, sparse updates already in W.
+        object? methodReport = tuner.Report(model);
         tuner.MergeIntoModel(model);
         double inference = InferenceSeconds(model, data, Math.Max(3, steps));
         return new MethodMeasurement
@@ -105,6 +108,7 @@ public static class MethodBenchmark
             InferenceSeconds = inference,
             TrainableParameters = result.TrainableParameters,
             FlopsPerStep = flops,
+            MethodReport = methodReport,
         };
     }
 

@@ -27,11 +27,12 @@ public sealed class DseeMethod : MethodDescriptor<DseeOptions>
         Flag("--prune-heads-share", "DSEE heads: share of each layer's heads removed.", o => o.HeadShare, (o, v) => o with { HeadShare = v }),
     ];
 
-    /// <summary>The scripts' two settings: unstructured 20% + 20%, and a quarter of the heads removed.</summary>
+    /// <summary>The scripts' two settings (unstructured 20% + 20%; a quarter of the heads removed) and the update alone.</summary>
     public override IReadOnlyList<AccuracyArm> AccuracyArms(AccuracyBudget budget) =>
     [
         new("dsee unstructured 20%", Name, new DseeOptions()),
         new("dsee heads 1/4", Name, new DseeOptions { Prune = DseePruning.Heads }),
+        new("dsee update only", Name, new DseeOptions { Prune = DseePruning.None }),
     ];
 
     public override IArtifactReader ArtifactReader => DseeUpdate.Reader;

@@ -177,6 +177,7 @@ public sealed class DseeTuner : Tuner
                 };
                 block.SetSupport(support.data<long>().ToArray());
             }
+            NativeHeap.Trim();
         }
     }
 

@@ -1,3 +1,4 @@
+using SparseTune.Nn;
 using static TorchSharp.torch;
 
 namespace SparseTune.Tuners.Dsee;
@@ -64,6 +65,7 @@ public static class GreBsmo
             v = cat([v, r.narrow(0, 0, Math.Min(rankStep, r.shape[0]))], 0);
             // Free the round's temporaries; the dispose scope would otherwise hold every round's tensors.
             scope.DisposeEverythingBut(w, u, v, fitted, s);
+            if (round % 10 == 9) NativeHeap.Trim();   // growing tensors leave freed blocks malloc cannot reuse
         }
         return (u.MoveToOuterDisposeScope(), fitted.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
     }
