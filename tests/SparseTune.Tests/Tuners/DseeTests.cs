@@ -7,6 +7,7 @@ using SparseTune.Tuners.Dsee;
 using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
+using static SparseTune.Tests.Support.LogitChecks;
 using static TorchSharp.torch;
 
 namespace SparseTune.Tests.Tuners;
@@ -20,22 +21,6 @@ public class DseeTests(ITestOutputHelper output)
         var model = PretrainedModel.Load(Fixtures.Model(family));
         model.eval();
         return model;
-    }
-
-    /// <summary>A (2, 7) batch of ids below every fixture's vocabulary size.</summary>
-    static Tensor FixedIds() => tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
-
-    static Tensor Logits(TransformerModel model, Tensor ids)
-    {
-        using var _ = no_grad();
-        using var o = model.Forward(ids);
-        return o.Logits.detach().clone();
-    }
-
-    static double MaxAbsDiff(Tensor a, Tensor b)
-    {
-        using var d = (a - b).abs().max();
-        return d.item<float>();
     }
 
     static DseeTuner Attach(TransformerModel model, DseeOptions options)

@@ -8,6 +8,7 @@ using SparseTune.Tuners.LightPeft;
 using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
+using static SparseTune.Tests.Support.LogitChecks;
 using static TorchSharp.torch;
 
 namespace SparseTune.Tests.Tuners;
@@ -23,23 +24,6 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
     readonly string temp = Fixtures.TempDirectory("export-hf");
 
     public void Dispose() => Directory.Delete(temp, recursive: true);
-
-    static Tensor Ids() => tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
-
-    static Tensor Logits(TransformerModel model)
-    {
-        using var _ = no_grad();
-        using var ids = Ids();
-        using var o = model.Forward(ids);
-        return o.Logits.detach().clone();
-    }
-
-    static double MaxDiff(Tensor a, Tensor b)
-    {
-        Assert.Equal(a.shape, b.shape);
-        using var d = (a - b).abs().max();
-        return d.item<float>();
-    }
 
     static TransformerModel LoadEval(string directory)
     {
@@ -98,7 +82,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
             model.PruneNeurons(l, removedNeurons[l]);
         }
         using Tensor shrunk = Logits(model);
-        Assert.True(MaxDiff(unpruned, shrunk) > 1e-3, "the pruning must change the logits, or agreeing with it proves nothing");
+        Assert.True(MaxAbsDiff(unpruned, shrunk) > 1e-3, "the pruning must change the logits, or agreeing with it proves nothing");
         Assert.NotNull(model.Config.IntermediateSizes);
 
         // From the live model: the zeros go where the removed units were.
@@ -114,7 +98,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
         {
             Assert.Equal(new long[] { model.Config.HiddenSize, size }, exportedFfnOutput.shape);
             foreach (int n in removedNeurons[0]) expected[.., n] = 0f;
-            Assert.Equal(0.0, MaxDiff(expected, exportedFfnOutput));   // kept columns at their original places, removed ones zero
+            Assert.Equal(0.0, MaxAbsDiff(expected, exportedFfnOutput));   // kept columns at their original places, removed ones zero
         }
         using (Tensor exportedAttentionOutput = Exported(live, model, attentionOutput))
         {
@@ -122,7 +106,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
             {
                 using Tensor expected = originalAttentionOutput.clone();
                 foreach (int h in removedHeads[0]) expected[TensorIndex.Colon, TensorIndex.Slice(h * attention0.HeadDim, (h + 1) * attention0.HeadDim)] = 0f;
-                Assert.Equal(0.0, MaxDiff(expected, exportedAttentionOutput));
+                Assert.Equal(0.0, MaxAbsDiff(expected, exportedAttentionOutput));
             }
             else Assert.Equal((heads - 1) * attention0.HeadDim, exportedAttentionOutput.shape[1]);   // smaller, as pruned_heads says
         }
@@ -143,7 +127,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
             int[] expectedHeads = llama ? [heads, heads] : [heads - 1, heads - 2];
             Assert.Equal(expectedHeads, headCounts);
             using Tensor logits = Logits(reloaded);
-            double diff = MaxDiff(shrunk, logits);
+            double diff = MaxAbsDiff(shrunk, logits);
             output.WriteLine($"{fixture} ({Path.GetFileName(exported)}): exported vs shrunk max |Δ logits| = {diff:E2}; heads {string.Join("/", headCounts)}, FFN {size}");
             Assert.True(diff <= 1e-5, $"{Path.GetFileName(exported)}: the exported form differs from the shrunk model by {diff:E2}");
         }
@@ -179,14 +163,14 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
                 {
                     int kept = head == 1 ? 0 : 1;
                     using Tensor source = shrunkQkv[TensorIndex.Slice(part * 24 + kept * 12, part * 24 + (kept + 1) * 12)];
-                    Assert.Equal(0.0, MaxDiff(source, rows));
+                    Assert.Equal(0.0, MaxAbsDiff(source, rows));
                 }
             }
 
         using TransformerModel reloaded = LoadEval(dir);
         Assert.All(reloaded.Layers, l => Assert.Equal(4, l.Attention.NumHeads));
         using Tensor logits = Logits(reloaded);
-        double diff = MaxDiff(shrunk, logits);
+        double diff = MaxAbsDiff(shrunk, logits);
         output.WriteLine($"gpt2-tiny, heads padded: exported vs shrunk max |Δ logits| = {diff:E2}");
         Assert.True(diff <= 1e-5);
     }
@@ -205,7 +189,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
         foreach (string name in a.Names)
         {
             using Tensor x = a.Load(name), y = b.Load(name);
-            Assert.Equal(0.0, MaxDiff(x, y));
+            Assert.Equal(0.0, MaxAbsDiff(x, y));
         }
     }
 
@@ -249,7 +233,7 @@ public sealed class LightPeftExportTests(ITestOutputHelper output) : IDisposable
         Assert.All(reloaded.Layers, l => Assert.Equal(4, l.Attention.NumHeads));
         Assert.All(reloaded.Layers, l => Assert.Equal(160, l.FeedForward.IntermediateSize));
         using Tensor logits = Logits(reloaded);
-        double diff = MaxDiff(tuned, logits);
+        double diff = MaxAbsDiff(tuned, logits);
         output.WriteLine($"llama-tiny run: model-hf vs tuned max |Δ logits| = {diff:E2}");
         Assert.True(diff <= 1e-5);
     }

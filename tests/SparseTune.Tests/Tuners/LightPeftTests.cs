@@ -8,6 +8,7 @@ using SparseTune.Tuners.Lora;
 using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
+using static SparseTune.Tests.Support.LogitChecks;
 using static TorchSharp.torch;
 
 namespace SparseTune.Tests.Tuners;
@@ -22,23 +23,6 @@ public sealed class LightPeftTests(ITestOutputHelper output)
         fixture == "llama-tiny"
             ? PretrainedModel.Load(Fixtures.Model(fixture), ModelHead.SequenceClassification, ["a", "b", "c"])
             : PretrainedModel.Load(Fixtures.Model(fixture));
-
-    static Tensor Ids() => tensor(new long[] { 5, 9, 17, 4, 30, 8, 12, 7, 3, 21, 6, 11, 19, 10 }, [2, 7]);
-
-    static Tensor Logits(TransformerModel model)
-    {
-        using var _ = no_grad();
-        using var ids = Ids();
-        using var o = model.Forward(ids);
-        return o.Logits.detach().clone();
-    }
-
-    static double MaxDiff(Tensor a, Tensor b)
-    {
-        Assert.Equal(a.shape, b.shape);
-        using var d = (a - b).abs().max();
-        return d.item<float>();
-    }
 
     static Tensor GateOff(long size, IEnumerable<int> off)
     {
@@ -68,7 +52,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
         int perLayer = fixture switch { "bert-tiny" => 6, "gpt2-tiny" => 4, _ => 7 };
         Assert.Equal(perLayer * model.Layers.Count, tuner.Lora.Modules.Count);
         using var after = Logits(model);
-        double diff = MaxDiff(before, after);
+        double diff = MaxAbsDiff(before, after);
         output.WriteLine($"{fixture}: max |Δ logits| with masks at 1 = {diff:E2}");
         Assert.True(diff <= 1e-6, $"masks at 1 changed the logits by {diff:E2}");
     }
@@ -99,7 +83,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
         {
             using var grad = m.grad!;
             using var want = m.detach().sign() * 1e-4;
-            worst = Math.Max(worst, MaxDiff(grad, want));
+            worst = Math.Max(worst, MaxAbsDiff(grad, want));
         }
         output.WriteLine($"max |∂L1/∂m − λ·sign(m)| = {worst:E2}");
         Assert.True(worst <= 1e-12, $"L1 gradient differs from λ·sign(m) by {worst:E2}");
@@ -216,7 +200,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
         Assert.Equal(3, tuner.Lora.Modules[0].Adapter.Rank);
         Assert.Equal(1, tuner.Lora.Modules[^1].Adapter.Rank);
         using var pruned = Logits(model);
-        double change = MaxDiff(ungated, reference), diff = MaxDiff(reference, pruned);
+        double change = MaxAbsDiff(ungated, reference), diff = MaxAbsDiff(reference, pruned);
         output.WriteLine($"{fixture}: gating changed the logits by {change:E2}; pruned vs gated max |Δ logits| = {diff:E2}");
         Assert.True(change > 1e-3, "the gates and zeroed ranks must change the output, or the comparison proves nothing");
         Assert.True(diff <= 1e-5, $"pruned model differs from the gated one by {diff:E2}");
@@ -338,14 +322,14 @@ public sealed class LightPeftTests(ITestOutputHelper output)
             {
                 merged.eval();
                 using var logits = Logits(merged);
-                Assert.True(MaxDiff(tuned, logits) <= 1e-5);
+                Assert.True(MaxAbsDiff(tuned, logits) <= 1e-5);
             }
             using (var reloaded = PretrainedModel.Load(outputs["model"]))
             {
                 reloaded.eval();
                 Assert.All(reloaded.Layers, l => Assert.Equal(3, l.Attention.NumHeads));
                 using var logits = Logits(reloaded);
-                Assert.True(MaxDiff(tuned, logits) <= 1e-5);
+                Assert.True(MaxAbsDiff(tuned, logits) <= 1e-5);
             }
         }
         finally
@@ -383,7 +367,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
             using var reloaded = PretrainedModel.Load(outputs["model"]);
             reloaded.eval();
             using var logits = Logits(reloaded);
-            double diff = MaxDiff(tuned, logits);
+            double diff = MaxAbsDiff(tuned, logits);
             output.WriteLine($"estimate stage: model/ (masks folded into the output projections) vs tuned: {diff:E2}");
             Assert.True(diff <= 1e-5);
         }
@@ -422,7 +406,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
             using var loaded = LoraTuner.LoadAdapter(fresh, dir);
             Assert.Equal(3, loaded.Modules.Count);
             using var logits = Logits(fresh);
-            Assert.True(MaxDiff(tuned, logits) <= 1e-6);
+            Assert.True(MaxAbsDiff(tuned, logits) <= 1e-6);
         }
         finally
         {
