@@ -360,7 +360,7 @@ public sealed class ReliabilityTests(ITestOutputHelper log) : IDisposable
 
         // Run to step 7 (checkpoint at 6), keeping a copy of the step-3 checkpoint, then rebuild the chosen state.
         string checkpoint = Path.Combine(run, "checkpoint"), step3 = Path.Combine(temp, "step3");
-        var crash = new Progress(p =>
+        var crash = new RecordingProgress(p =>
         {
             if (p.Phase == "train" && p.Step == 4) TinyModels.CopyFolder(checkpoint, step3);
             if (p.Phase == "train" && p.Step == 7) throw new OperationCanceledException();
@@ -386,11 +386,6 @@ public sealed class ReliabilityTests(ITestOutputHelper log) : IDisposable
             .Where(e => e.TryGetProperty("loss", out _)).Select(e => e.GetProperty("step").GetInt32()).ToList();
         Assert.Equal(Enumerable.Range(1, 8), steps);
         log.WriteLine($"{state}: resumed from step {expectedStep}");
-    }
-
-    sealed class Progress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 
     // ---- 8. a collapsed run says so ----------------------------------------------------------------------------

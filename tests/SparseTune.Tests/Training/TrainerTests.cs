@@ -21,15 +21,6 @@ public class TrainerTests(ITestOutputHelper output)
         return new Trainer(model, tuner, task, options) { Progress = progress }.Run(data);
     }
 
-    /// <summary>Simulates a crash: throws when the trainer reports the given step.</summary>
-    sealed class CrashAt(int step) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value)
-        {
-            if (value.Phase == "train" && value.Step == step) throw new OperationCanceledException($"simulated crash at step {step}");
-        }
-    }
-
     [Theory]
     [InlineData("full", 1e-3)]
     [InlineData("lora", 1e-2)]
@@ -94,7 +85,7 @@ public class TrainerTests(ITestOutputHelper output)
 
             // The same run, killed after step 7 (its last checkpoint is step 6), then resumed.
             using (var tuner = MethodRegistry.CreateTuner(method))
-                Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAt(7)));
+                Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAtStep(7)));
             string checkpoint = Path.Combine(interrupted, "checkpoint");
             Assert.Equal(6, JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "trainer_state.json"))).RootElement.GetProperty("step").GetInt32());
             double[] resumed;
@@ -245,7 +236,7 @@ public class TrainerTests(ITestOutputHelper output)
             double[] reference = File.ReadAllLines(Path.Combine(full, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
                 .Where(e => e.TryGetProperty("loss", out _)).Select(e => e.GetProperty("loss").GetDouble()).ToArray();
             using (var tuner = new RestartAfterTuner(3))
-                Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAt(7)));
+                Assert.Throws<OperationCanceledException>(() => Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted }, 223, progress: new CrashAtStep(7)));
             double[] resumed;
             using (var tuner = new RestartAfterTuner(3))
                 resumed = Train("bert-tiny", tuner, TaskKind.Classification, options with { OutputDirectory = interrupted, ResumeFrom = Path.Combine(interrupted, "checkpoint") }, 223)

@@ -409,7 +409,7 @@ public class DseeTests(ITestOutputHelper output)
             using (var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny")))
             using (var tuner = MethodRegistry.CreateTuner("dsee", options))
             {
-                var crashing = new Trainer(model, tuner, TaskKind.CausalLM, Training(part)) { Progress = new Stop(10) };
+                var crashing = new Trainer(model, tuner, TaskKind.CausalLM, Training(part)) { Progress = new CrashAtStep(10) };
                 Assert.Throws<OperationCanceledException>(() => crashing.Run(data));
             }
             using (var model = PretrainedModel.Load(Fixtures.Model("gpt2-tiny")))
@@ -442,7 +442,7 @@ public class DseeTests(ITestOutputHelper output)
             var prunedAfter = new List<int>();
             var result = new Trainer(model, tuner, TaskKind.CausalLM, new TrainingOptions { Epochs = 2, LearningRate = 1e-3, WarmupRatio = 0, OutputDirectory = dir, EvaluateBaseline = false })
             {
-                Progress = new Recorder(p => { if (p.Phase == "train") { lrs.Add(p.LearningRate); if (tuner.Pruned && prunedAfter.Count == 0) prunedAfter.Add(p.Step); } }),
+                Progress = new RecordingProgress(p => { if (p.Phase == "train") { lrs.Add(p.LearningRate); if (tuner.Pruned && prunedAfter.Count == 0) prunedAfter.Add(p.Step); } }),
             }.Run(data);
             output.WriteLine($"{stepsPerEpoch} steps per epoch; learning rates {string.Join(", ", lrs.Select(l => l.ToString("0.000000")))}");
 
@@ -462,19 +462,6 @@ public class DseeTests(ITestOutputHelper output)
             Assert.True(report.InferenceFlopsRelativeMerged < 1 && report.InferenceFlopsRelativeMerged > 0.6);
         }
         finally { Directory.Delete(dir, true); }
-    }
-
-    sealed class Recorder(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
-
-    sealed class Stop(int step) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value)
-        {
-            if (value.Phase == "train" && value.Step == step) throw new OperationCanceledException();
-        }
     }
 
     // ---- options ------------------------------------------------------------------------------------------------

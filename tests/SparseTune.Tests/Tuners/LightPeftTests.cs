@@ -216,11 +216,6 @@ public sealed class LightPeftTests(ITestOutputHelper output)
         LogEvery = 1,
     };
 
-    sealed class Recorder(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
-
     /// <summary>12 steps, estimation 6 (ratio 0.5): crash after step 5 (checkpoint 4, before the pruning) or after step 7 (checkpoint 6, right after it).</summary>
     [Theory]
     [InlineData("bert-tiny", 5)]
@@ -249,7 +244,7 @@ public sealed class LightPeftTests(ITestOutputHelper output)
             {
                 var crashing = new Trainer(model, tuner, task, Training(part, 12, saveEvery: 2))
                 {
-                    Progress = new Recorder(p => { if (p.Phase == "train" && p.Step == crashAfter) throw new OperationCanceledException(); }),
+                    Progress = new RecordingProgress(p => { if (p.Phase == "train" && p.Step == crashAfter) throw new OperationCanceledException(); }),
                 };
                 Assert.Throws<OperationCanceledException>(() => crashing.Run(new SyntheticBatches(task, vocab, 32, 8)));
             }

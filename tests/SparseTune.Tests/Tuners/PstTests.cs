@@ -406,14 +406,6 @@ public class PstTests(ITestOutputHelper output)
         finally { Directory.Delete(dir, true); }
     }
 
-    sealed class CrashAt(int step) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value)
-        {
-            if (value.Phase == "train" && value.Step == step) throw new OperationCanceledException($"simulated crash at step {step}");
-        }
-    }
-
     [Fact]
     public void ResumedRunMatchesTheUninterruptedRun()
     {
@@ -430,7 +422,7 @@ public class PstTests(ITestOutputHelper output)
         try
         {
             double[] reference = Run(options with { OutputDirectory = full });
-            Assert.Throws<OperationCanceledException>(() => Run(options with { OutputDirectory = interrupted }, new CrashAt(7)));
+            Assert.Throws<OperationCanceledException>(() => Run(options with { OutputDirectory = interrupted }, new CrashAtStep(7)));
             double[] resumed = Run(options with { OutputDirectory = interrupted, ResumeFrom = Path.Combine(interrupted, "checkpoint") });
             output.WriteLine($"reference {string.Join(", ", reference)}\nresumed   {string.Join(", ", resumed)}");
             Assert.Equal(reference[6..], resumed[6..]);

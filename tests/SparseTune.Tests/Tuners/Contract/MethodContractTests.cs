@@ -97,7 +97,7 @@ public class MethodContractTests(ITestOutputHelper output)
             var trainableSets = new List<long>();   // identity of the trainable tensors after each step
             var trainer = new Trainer(model, tuner, setup.Task, Options(method, full, steps))
             {
-                Progress = new Recorder(p =>
+                Progress = new RecordingProgress(p =>
                 {
                     if (p.Phase != "train") return;
                     live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
@@ -152,7 +152,7 @@ public class MethodContractTests(ITestOutputHelper output)
             using (var again = Load(setup))
             using (var crashing = method.CreateTuner())
             {
-                var crashed = new Trainer(again, crashing, setup.Task, Options(method, interrupted, steps)) { Progress = new Recorder(p => { if (p.Phase == "train" && p.Step == 20) throw new OperationCanceledException(); }) };
+                var crashed = new Trainer(again, crashing, setup.Task, Options(method, interrupted, steps)) { Progress = new CrashAtStep(20) };
                 Assert.Throws<OperationCanceledException>(() => crashed.Run(Data(setup)));
             }
             torch.random.manual_seed(1);
@@ -193,10 +193,5 @@ public class MethodContractTests(ITestOutputHelper output)
             output.WriteLine($"{what}: max |Δ logits| {error:E3}");
             Assert.True(error <= 1e-5, $"{what}: logits differ by {error:E3}");
         }
-    }
-
-    sealed class Recorder(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 }
