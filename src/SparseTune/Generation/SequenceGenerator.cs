@@ -26,6 +26,36 @@ public sealed record GenerationOptions
     /// <summary>Generation stops after this token (which is not part of the returned tokens); null: only the length limits stop it.</summary>
     public int? EosId { get; init; }
 
+    /// <summary>
+    /// Sample the next token instead of taking the most probable one (Hugging Face's <c>do_sample</c>); greedy
+    /// search only (beam search is deterministic).
+    /// </summary>
+    public bool DoSample { get; init; }
+
+    /// <summary>Sampling: logits are divided by this before softmax; below 1 sharpens, above 1 flattens.</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Sampling: keep only the this-many most probable tokens; 0 keeps all.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Sampling (nucleus): keep the most probable tokens whose probabilities first reach this sum; 1 keeps all.</summary>
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>
+    /// Hugging Face's <c>repetition_penalty</c> (CTRL, Keskar et al. 2019): the logit of every token already in the
+    /// sequence (prompt included) is divided by this when positive and multiplied when negative; 1 turns it off.
+    /// </summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>Sampling: seed of the random draws, so that a run can be repeated; null draws a fresh seed.</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>
+    /// Keep the keys and values of the tokens already processed (<see cref="KeyValueCache"/>), so each step runs only
+    /// the new token; false recomputes the whole prefix at every step (same tokens, O(T²) work, for comparison).
+    /// </summary>
+    public bool UseCache { get; init; } = true;
+
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>();
@@ -34,6 +64,11 @@ public sealed record GenerationOptions
         if (NoRepeatNgramSize < 0) problems.Add("the no-repeat n-gram size must be 0 (off) or more");
         if (double.IsNaN(LengthPenalty) || double.IsInfinity(LengthPenalty)) problems.Add("the length penalty must be a finite number");
         if (EosId is < 0) problems.Add("the EOS id must not be negative");
+        if (!(Temperature > 0) || double.IsInfinity(Temperature)) problems.Add("the temperature must be a positive number (use greedy search for 0)");
+        if (TopK < 0) problems.Add("top-k must be 0 (off) or more");
+        if (!(TopP > 0 && TopP <= 1)) problems.Add("top-p must be in (0, 1]");
+        if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty)) problems.Add("the repetition penalty must be a positive number (1 is off)");
+        if (DoSample && NumBeams > 1) problems.Add("sampling works with one beam only");
         return problems;
     }
 }
@@ -46,54 +81,89 @@ public sealed record GenerationOptions
 public sealed record GeneratedSequence(int[] Tokens, double LogProb, double Score, bool EndedWithEos);
 
 /// <summary>
-/// Greedy and beam-search decoding for a causal-LM <see cref="TransformerModel"/>, following Hugging Face's
-/// <c>generate</c> (greedy search; <c>BeamSearchScorer</c> with <c>early_stopping=False</c>).
+/// Greedy search, sampling and beam search for a causal-LM <see cref="TransformerModel"/>, following Hugging Face's
+/// <c>generate</c> (its logits processors: repetition penalty, no-repeat n-grams, temperature, top-k, top-p; and
+/// <c>BeamSearchScorer</c> with <c>early_stopping=False</c>).
 /// <para>
-/// The models keep no key/value cache, so every step runs the whole sequence (prompt + tokens so far) through the
-/// model again: O(T²) forwards per output instead of O(T). That is fine for the tiny and small models this project
-/// fine-tunes on CPU; a cache would be the first thing to add for long outputs. Each step runs in its own dispose
-/// scope and copies what it needs (an argmax, the top candidates) to managed arrays, so no tensor outlives it.
-/// </para>
-/// <para>
-/// Prompts are decoded one at a time: each sequence then has no padding, and all beams of one prompt have the same
-/// length, so they run as one (beams, T) batch without an attention mask and the results cannot depend on which
-/// other prompts share a batch or on left- versus right-padding.
+/// Decoding keeps a <see cref="KeyValueCache"/>: the prompt runs through the model once, then each step runs one
+/// token per row (<see cref="GenerationOptions.UseCache"/> off recomputes the prefix instead). Greedy search and
+/// sampling decode several prompts as one left-padded batch; each row's positions start at its first real token,
+/// so a prompt gets the same tokens whatever batch it is in. Beam search decodes one prompt at a time, its beams as
+/// the rows of the cache, reordered as beams are chosen. Each step runs in its own dispose scope and copies what
+/// it needs to managed arrays, so no tensor outlives it.
 /// </para>
 /// </summary>
 public static class SequenceGenerator
 {
-    /// <summary>Greedy search when <see cref="GenerationOptions.NumBeams"/> is 1, else beam search.</summary>
+    /// <summary>Greedy search (or sampling) when <see cref="GenerationOptions.NumBeams"/> is 1, else beam search.</summary>
     public static GeneratedSequence Generate(TransformerModel model, IReadOnlyList<int> prompt, GenerationOptions options) =>
         options.NumBeams == 1 ? Greedy(model, prompt, options) : BeamSearch(model, prompt, options);
 
-    /// <summary>Several prompts, decoded one after the other (see the class remarks on padding).</summary>
-    public static IReadOnlyList<GeneratedSequence> Generate(TransformerModel model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options) =>
-        prompts.Select(p => Generate(model, p, options)).ToList();
+    /// <summary>
+    /// Several prompts: greedy search or sampling as one left-padded batch, beam search one prompt after the other.
+    /// </summary>
+    /// <param name="stop">Called after each generated token with the row and its tokens so far; true ends that row (stop strings).</param>
+    /// <param name="onToken">Called with (row, token) as each token is chosen (streaming); not called for EOS.</param>
+    public static IReadOnlyList<GeneratedSequence> Generate(TransformerModel model, IReadOnlyList<IReadOnlyList<int>> prompts,
+        GenerationOptions options, Func<int, IReadOnlyList<int>, bool>? stop = null, Action<int, int>? onToken = null)
+    {
+        if (options.NumBeams == 1) return Search(model, prompts, options, stop, onToken);
+        var results = new List<GeneratedSequence>();
+        foreach (var prompt in prompts) results.Add(BeamSearch(model, prompt, options));
+        return results;
+    }
 
     /// <summary>
-    /// Greedy search: at each step the most probable next token (after the no-repeat n-gram ban), until EOS or a
-    /// length limit. The model is put in eval mode (no dropout) for the call and restored afterwards.
+    /// Greedy search (the most probable next token after the logits processors) or, with
+    /// <see cref="GenerationOptions.DoSample"/>, sampling, until EOS or a length limit. The model is put in eval mode
+    /// (no dropout) for the call and restored afterwards.
     /// </summary>
-    public static GeneratedSequence Greedy(TransformerModel model, IReadOnlyList<int> prompt, GenerationOptions options)
+    public static GeneratedSequence Greedy(TransformerModel model, IReadOnlyList<int> prompt, GenerationOptions options) =>
+        Search(model, [prompt], options, null, null)[0];
+
+    static IReadOnlyList<GeneratedSequence> Search(TransformerModel model, IReadOnlyList<IReadOnlyList<int>> prompts,
+        GenerationOptions options, Func<int, IReadOnlyList<int>, bool>? stop, Action<int, int>? onToken)
     {
-        int steps = Validate(model, prompt, options);
+        if (prompts.Count == 0) return [];
+        int[] limits = [.. prompts.Select(p => Validate(model, p, options))];
+        int rows = prompts.Count, steps = limits.Max();
+        var random = options.DoSample ? new Random(options.Seed ?? Random.Shared.Next()) : null;
         return InEvalMode(model, () =>
         {
-            var sequence = new List<int>(prompt);
-            double logProb = 0;
+            using var decoder = new Decoder(model, prompts, steps, options.UseCache);
+            var generated = prompts.Select(_ => new List<int>()).ToArray();
+            var logProbs = new double[rows];
+            var ended = new bool[rows];
+            var finished = new GeneratedSequence?[rows];
+            double[][] next = decoder.Prefill();
             for (int step = 0; step < steps; step++)
             {
-                NativeCallGuard.SafePoint();
-                using var scope = NewDisposeScope();
-                Tensor logProbs = NextTokenLogProbs(model, [.. sequence.Select(t => (long)t)], 1, sequence.Count); // (1, V)
-                BanRepeatedNgrams(logProbs, [sequence], options.NoRepeatNgramSize);
-                int next = (int)logProbs[0].argmax().item<long>();
-                logProb += logProbs[0, next].item<double>();
-                if (next == options.EosId)
-                    return Finished(sequence.Skip(prompt.Count), logProb, step + 1, true, options.LengthPenalty);
-                sequence.Add(next);
+                long[] tokens = new long[rows];
+                bool[] live = new bool[rows];
+                for (int row = 0; row < rows; row++)
+                {
+                    if (finished[row] is not null) continue;
+                    var sequence = prompts[row].Concat(generated[row]).ToList();
+                    // As Hugging Face: the processors act on the logits and choose the token; the reported
+                    // log-probability is the model's own, before any penalty.
+                    double[] scores = Process(next[row], sequence, options);
+                    int token = random is null ? ArgMax(scores) : Sample(scores, options, random);
+                    logProbs[row] += LogSoftmax(next[row])[token];
+                    if (token == options.EosId) { ended[row] = true; finished[row] = Finished(generated[row], logProbs[row], step + 1, true, options.LengthPenalty); continue; }
+                    generated[row].Add(token);
+                    onToken?.Invoke(row, token);
+                    if (generated[row].Count >= limits[row] || (stop?.Invoke(row, generated[row]) ?? false))
+                    {
+                        finished[row] = Finished(generated[row], logProbs[row], generated[row].Count, false, options.LengthPenalty);
+                        continue;
+                    }
+                    tokens[row] = token;
+                    live[row] = true;
+                }
+                if (!live.Any(l => l)) break;
+                next = decoder.Step(tokens, live);
             }
-            return Finished(sequence.Skip(prompt.Count), logProb, steps, false, options.LengthPenalty);
+            return finished.Select((f, row) => f ?? Finished(generated[row], logProbs[row], generated[row].Count, ended[row], options.LengthPenalty)).ToList();
         });
     }
 
@@ -112,6 +182,7 @@ public static class SequenceGenerator
         double alpha = options.LengthPenalty;
         return InEvalMode(model, () =>
         {
+            using var decoder = new Decoder(model, [prompt], steps, options.UseCache);
             var beams = new List<(int[] Tokens, double Sum)> { ([], 0) };
             var finished = new List<GeneratedSequence>();
             void AddFinished(GeneratedSequence hypothesis)
@@ -122,42 +193,51 @@ public static class SequenceGenerator
             }
 
             bool done = false;
+            double[][] next = decoder.Prefill();                               // beams × V, one row per live beam
             for (int step = 0; step < steps && !done; step++)
             {
-                NativeCallGuard.SafePoint();
-                using var scope = NewDisposeScope();
-                int rows = beams.Count, length = prompt.Count + step;
-                long[] flat = [.. beams.SelectMany(b => prompt.Concat(b.Tokens)).Select(t => (long)t)];
-                Tensor logProbs = NextTokenLogProbs(model, flat, rows, length); // (beams, V)
-                BanRepeatedNgrams(logProbs, [.. beams.Select(b => prompt.Concat(b.Tokens).ToList())], options.NoRepeatNgramSize);
-                long vocab = logProbs.shape[1];
-                Tensor totals = logProbs + tensor(beams.Select(b => b.Sum).ToArray()).unsqueeze(1); // (beams, V)
-                int candidates = (int)Math.Min(2L * k, totals.numel());
-                var (values, indices) = totals.view(-1).topk(candidates);
-                double[] scores = values.data<double>().ToArray();
-                long[] flatIndices = indices.data<long>().ToArray();
-
-                var next = new List<(int[] Tokens, double Sum)>(k);
-                for (int rank = 0; rank < candidates && next.Count < k; rank++)
+                int vocab = next[0].Length;
+                var candidates = new List<(double Total, int Beam, int Token)>();
+                for (int beam = 0; beam < beams.Count; beam++)
                 {
-                    if (double.IsNegativeInfinity(scores[rank])) break; // only banned tokens are left
-                    var (beam, token) = ((int)(flatIndices[rank] / vocab), (int)(flatIndices[rank] % vocab));
+                    // As Hugging Face's beam search: the processors act on the log-probabilities (no renormalisation).
+                    double[] logProbs = Process(LogSoftmax(next[beam]), [.. prompt, .. beams[beam].Tokens], options);
+                    candidates.AddRange(TopIndices(logProbs, 2 * k).Select(t => (beams[beam].Sum + logProbs[t], beam, t)));
+                }
+                // The 2·beams best over all beams; ties keep the lower flat index, as topk over (beams·V) does.
+                var ranked = candidates.OrderByDescending(c => c.Total).ThenBy(c => (long)c.Beam * vocab + c.Token).Take(2 * k).ToList();
+
+                var nextBeams = new List<(int[] Tokens, double Sum)>(k);
+                var parents = new List<long>(k);
+                for (int rank = 0; rank < ranked.Count && nextBeams.Count < k; rank++)
+                {
+                    var (total, beam, token) = ranked[rank];
+                    if (double.IsNegativeInfinity(total)) break; // only banned tokens are left
                     int[] tokens = beams[beam].Tokens;
                     if (token == options.EosId)
                     {
                         // Hugging Face files EOS only from the first `beams` ranks: below them, `beams` better
                         // continuations already exist.
-                        if (rank < k) AddFinished(Finished(tokens, scores[rank], step + 1, true, alpha));
+                        if (rank < k) AddFinished(Finished(tokens, total, step + 1, true, alpha));
                     }
-                    else next.Add(([.. tokens, token], scores[rank]));
+                    else
+                    {
+                        nextBeams.Add(([.. tokens, token], total));
+                        parents.Add(beam);
+                    }
                 }
-                beams = next;
+                beams = nextBeams;
                 if (beams.Count == 0) done = true;
                 else if (finished.Count >= k)
                 {
                     // early_stopping=False: done when the best live beam, scored at its current length, cannot beat the worst finished one.
                     double bestLive = beams.Max(b => b.Sum) / Math.Pow(step + 1, alpha);
                     done = finished.Min(h => h.Score) >= bestLive;
+                }
+                if (!done && step + 1 < steps)
+                {
+                    decoder.Reorder(parents);
+                    next = decoder.Step([.. beams.Select(b => (long)b.Tokens[^1])], [.. beams.Select(_ => true)]);
                 }
             }
             if (!done)
@@ -184,25 +264,153 @@ public static class SequenceGenerator
         });
     }
 
-    /// <summary>Log-softmax of the last position's logits, float64: (rows, V). <paramref name="flat"/> is (rows, length) row-major.</summary>
-    static Tensor NextTokenLogProbs(TransformerModel model, long[] flat, int rows, int length)
+    /// <summary>
+    /// The rows being decoded, as token ids with left padding, and the model calls that extend them: with a cache,
+    /// the prompt once and then one token per row; without, the whole sequence again at every step.
+    /// </summary>
+    sealed class Decoder : IDisposable
     {
-        using var output = model.Forward(tensor(flat, [rows, length]));
-        return output.Logits.select(1, length - 1).to_type(ScalarType.Float64).log_softmax(-1);
+        readonly TransformerModel model;
+        readonly bool useCache;
+        readonly long capacity;
+        List<List<long>> ids;          // rows × slots
+        List<List<bool>> real;         // rows × slots: false for left padding and for rows that stopped
+        KeyValueCache? cache;
+
+        public Decoder(TransformerModel model, IReadOnlyList<IReadOnlyList<int>> prompts, int steps, bool useCache)
+        {
+            this.model = model;
+            this.useCache = useCache;
+            int longest = prompts.Max(p => p.Count);
+            capacity = longest + steps;
+            ids = [.. prompts.Select(p => Enumerable.Repeat(0L, longest - p.Count).Concat(p.Select(t => (long)t)).ToList())];
+            real = [.. prompts.Select(p => Enumerable.Repeat(false, longest - p.Count).Concat(Enumerable.Repeat(true, p.Count)).ToList())];
+        }
+
+        /// <summary>Runs the prompts; next-token logits (rows × V) of each row's last token.</summary>
+        public double[][] Prefill()
+        {
+            if (useCache) cache = model.NewCache(ids.Count, capacity);
+            return Run(ids.Count == 0 ? 0 : ids[0].Count);
+        }
+
+        /// <summary>Appends one token per row (<paramref name="realToken"/> false: a stopped row's filler) and runs it.</summary>
+        public double[][] Step(long[] tokens, bool[] realToken)
+        {
+            for (int row = 0; row < ids.Count; row++)
+            {
+                ids[row].Add(tokens[row]);
+                real[row].Add(realToken[row]);
+            }
+            return Run(1);
+        }
+
+        /// <summary>Keeps rows <paramref name="rows"/>, in this order (beam search).</summary>
+        public void Reorder(IReadOnlyList<long> rows)
+        {
+            ids = [.. rows.Select(r => ids[(int)r].ToList())];
+            real = [.. rows.Select(r => real[(int)r].ToList())];
+            cache?.Reorder(rows);
+        }
+
+        /// <summary>Runs the last <paramref name="newSlots"/> slots (with a cache) or every slot (without).</summary>
+        double[][] Run(int newSlots)
+        {
+            NativeCallGuard.SafePoint();
+            using var scope = NewDisposeScope();
+            int B = ids.Count, length = ids[0].Count;
+            int from = useCache ? length - newSlots : 0, T = length - from;
+            Device device = model.parameters().First().device;
+            Tensor input = tensor(ids.SelectMany(r => r.Skip(from)).ToArray(), [B, T], device: device);
+            Tensor mask = tensor(real.SelectMany(r => r.Skip(from)).ToArray(), [B, T], device: device);
+            if (!useCache)
+            {
+                cache?.Dispose();
+                cache = model.NewCache(B, length);
+            }
+            using var output = model.Forward(input, mask, cache!);
+            Tensor logits = output.Logits.select(1, 0).to(CPU).to_type(ScalarType.Float64);   // (B, V)
+            int V = (int)logits.shape[1];
+            double[] flat = logits.data<double>().ToArray();
+            return [.. Enumerable.Range(0, B).Select(r => flat.AsSpan(r * V, V).ToArray())];
+        }
+
+        public void Dispose() => cache?.Dispose();
     }
 
     /// <summary>
-    /// Hugging Face's NoRepeatNGramLogitsProcessor: a token is banned (log-prob -∞) when it would complete an n-gram
-    /// that already occurs in the row's sequence (prompt included).
+    /// Hugging Face's logits processors in its order, on one row's logits (greedy, sampling) or log-probabilities
+    /// (beam search): repetition penalty, then the no-repeat n-gram ban (−∞). Returns a new array; temperature, top-k and top-p apply only when sampling (<see cref="Sample"/>).
     /// </summary>
-    static void BanRepeatedNgrams(Tensor logProbs, IReadOnlyList<List<int>> sequences, int n)
+    static double[] Process(double[] logits, IReadOnlyList<int> sequence, GenerationOptions options)
     {
-        if (n <= 0) return;
-        for (int row = 0; row < sequences.Count; row++)
+        double[] scores = (double[])logits.Clone();
+        if (options.RepetitionPenalty != 1.0)
+            foreach (int token in sequence.Distinct())
+                scores[token] = scores[token] < 0 ? scores[token] * options.RepetitionPenalty : scores[token] / options.RepetitionPenalty;
+        if (options.NoRepeatNgramSize > 0)
+            foreach (int token in BannedTokens(sequence, options.NoRepeatNgramSize)) scores[token] = double.NegativeInfinity;
+        return scores;
+    }
+
+    /// <summary>
+    /// Draws a token from softmax(scores / temperature) restricted to the top-k tokens and then to the smallest set
+    /// whose probability reaches top-p (at least one token is always kept), as Hugging Face's warpers.
+    /// </summary>
+    internal static int Sample(double[] scores, GenerationOptions options, Random random)
+    {
+        int[] order = [.. TopIndices(scores, options.TopK > 0 ? Math.Min(options.TopK, scores.Length) : scores.Length)];
+        int keep = order.Length;
+        double max = scores[order[0]];
+        double[] weights = [.. order.Take(keep).Select(i => Math.Exp((scores[i] - max) / options.Temperature))];
+        double total = weights.Sum();
+        if (options.TopP < 1.0)
         {
-            long[] banned = [.. BannedTokens(sequences[row], n).Distinct().Select(t => (long)t)];
-            if (banned.Length > 0) logProbs[row].index_fill_(0, tensor(banned), double.NegativeInfinity);
+            // Keep tokens while the probability of those before them is below top-p: the first always stays.
+            double cumulative = 0;
+            int nucleus = 0;
+            while (nucleus < weights.Length && cumulative < options.TopP) cumulative += weights[nucleus++] / total;
+            keep = nucleus;
+            total = weights.Take(keep).Sum();
         }
+        double u = random.NextDouble() * total;
+        for (int i = 0; i < keep; i++)
+        {
+            u -= weights[i];
+            if (u < 0) return order[i];
+        }
+        return order[keep - 1];
+    }
+
+    static double[] LogSoftmax(double[] scores)
+    {
+        double max = scores.Max();
+        if (double.IsNegativeInfinity(max)) return [.. scores];
+        double logSum = max + Math.Log(scores.Sum(s => Math.Exp(s - max)));
+        return [.. scores.Select(s => s - logSum)];
+    }
+
+    static int ArgMax(double[] values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    /// <summary>The indices of the <paramref name="count"/> largest values, largest first, ties by lower index.</summary>
+    static IEnumerable<int> TopIndices(double[] values, int count)
+    {
+        // A min-heap of the best so far: O(V log count) instead of sorting the vocabulary at every step.
+        var heap = new PriorityQueue<int, (double Value, int NegIndex)>();
+        for (int i = 0; i < values.Length; i++)
+        {
+            var priority = (values[i], -i);
+            if (heap.Count < count) heap.Enqueue(i, priority);
+            else if (heap.TryPeek(out _, out var worst) && priority.CompareTo(worst) > 0) heap.EnqueueDequeue(i, priority);
+        }
+        var top = new int[heap.Count];
+        for (int j = top.Length - 1; j >= 0; j--) top[j] = heap.Dequeue();
+        return top;
     }
 
     /// <summary>Tokens that follow, somewhere earlier in the sequence, the same n-1 tokens the sequence now ends with.</summary>

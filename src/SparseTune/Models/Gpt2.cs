@@ -21,7 +21,7 @@ namespace SparseTune.Models;
 // Layer norms use TorchSharp's nn.LayerNorm, which is what GPT-2 uses (with bias).
 
 /// <summary>Multi-head causal self-attention; c_attn computes q, k and v for all heads in one matmul.</summary>
-public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>, IHeadedAttention
+public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, CacheSlot?, Tensor>, IHeadedAttention
 {
     [ComponentName(Name = "c_attn")] public readonly TunableLinear QkvProj;   // C → 3·nh·hs
     [ComponentName(Name = "c_proj")] public readonly TunableLinear OutProj;   // nh·hs → C
@@ -56,8 +56,9 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>, IHeadedA
     }
 
     /// <param name="x">(B, T, C)</param>
-    /// <param name="mask">boolean (B, 1, T, T) from <see cref="AttentionMasks.CausalWithPadding"/>; null: plain causal.</param>
-    public override Tensor forward(Tensor x, Tensor? mask)
+    /// <param name="mask">boolean (B, 1, T, S) from <see cref="AttentionMasks"/>; null: plain causal.</param>
+    /// <param name="cache">While decoding: this layer's key/value cache; k and v then cover all S cached slots.</param>
+    public override Tensor forward(Tensor x, Tensor? mask, CacheSlot? cache)
     {
         long B = x.shape[0], T = x.shape[1];
         long width = NumHeads * HeadDim;
@@ -65,6 +66,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, Tensor>, IHeadedA
         Tensor q = qkv[0].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
         Tensor k = qkv[1].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
         Tensor v = qkv[2].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
+        if (cache is { } slot) (k, v) = slot.Update(k, v);                      // 2 × (B, nh, S, hs)
         Tensor y = F.scaled_dot_product_attention(q, k, v, mask,
             p: training ? attnPdrop : 0.0, is_casual: mask is null);            // (B, nh, T, hs)
         if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);       // (B, nh, T, hs)
@@ -109,7 +111,7 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>, IGatedFeedForward
 ///       └────────────────────┘  └───────────────────┘
 /// </code>
 /// </summary>
-public sealed class Gpt2Block : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class Gpt2Block : nn.Module<Tensor, Tensor?, CacheSlot?, Tensor>
 {
     [ComponentName(Name = "ln_1")] public readonly LayerNorm Ln1;
     [ComponentName(Name = "attn")] public readonly Gpt2Attention Attn;
@@ -125,9 +127,9 @@ public sealed class Gpt2Block : nn.Module<Tensor, Tensor?, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, Tensor? mask)
+    public override Tensor forward(Tensor x, Tensor? mask, CacheSlot? cache)
     {
-        x = x + Attn.call(Ln1.call(x), mask);
+        x = x + Attn.call(Ln1.call(x), mask, cache);
         return x + Mlp.call(Ln2.call(x));
     }
 }
@@ -192,17 +194,44 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor? Mask() => mask is { IsInvalid: true } ? mask = AttentionMasks.CausalWithPadding(attentionMask) : mask;
         // Positions 0..T-1 whatever the padding, as Hugging Face's forward does.
         Tensor positions = arange(T, dtype: ScalarType.Int64, device: inputIds.device);   // (T)
-        Tensor x = Transformer.TokenEmbedding.call(inputIds)
-                 + Transformer.PositionEmbedding.call(positions);             // (B, T, C)
-        x = Transformer.EmbeddingDropout.call(x);
-        foreach (Gpt2Block block in Transformer.Blocks)
-            x = RunBlock(h => block.call(h, Mask()), x);
-        x = Transformer.FinalNorm.call(x);                                     // (B, T, C)
+        Tensor x = Body(inputIds, positions, Mask, cache: null);              // (B, T, C)
 
         Tensor logits = Head == ModelHead.CausalLM
             ? F.linear(x, Transformer.TokenEmbedding.weight!)                  // (B, T, vocab): x · wteᵀ
             : Score!.call(AttentionMasks.PoolLastToken(x, attentionMask));     // (B, num_labels)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Positions come from the cache: a left-padded row's first real token is at position 0.</summary>
+    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask, KeyValueCache cache)
+    {
+        using var scope = NewDisposeScope();
+        long T = inputIds.shape[1], past = cache.Length;
+        CheckDecoding(cache, Transformer.Blocks.Count);
+        var (positions, realKeys) = cache.Begin(attentionMask, T);            // (B, T), (B, past + T)
+        if (positions.max().item<long>() >= config.NPositions)
+            throw new ArgumentException($"the sequence grows past n_positions {config.NPositions}", nameof(inputIds));
+        Tensor? mask = AttentionMasks.Decoder(realKeys, past, T, null, inputIds.device);   // (B, 1, T, past + T)
+        Tensor x = Body(inputIds, positions, () => mask, cache);             // (B, T, C)
+        cache.Commit(T);
+        Tensor logits = F.linear(x.narrow(1, T - 1, 1), Transformer.TokenEmbedding.weight!);   // (B, 1, vocab)
+        return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Embeddings, blocks and the final LayerNorm: (B, T) ids → (B, T, C).</summary>
+    /// <param name="positions">(T) or (B, T) position of each token.</param>
+    Tensor Body(Tensor inputIds, Tensor positions, Func<Tensor?> mask, KeyValueCache? cache)
+    {
+        Tensor x = Transformer.TokenEmbedding.call(inputIds)
+                 + Transformer.PositionEmbedding.call(positions);             // (B, T, C)
+        x = Transformer.EmbeddingDropout.call(x);
+        for (int i = 0; i < Transformer.Blocks.Count; i++)
+        {
+            Gpt2Block block = Transformer.Blocks[i];
+            CacheSlot? slot = cache is null ? null : new CacheSlot(cache, i);
+            x = RunBlock(h => block.call(h, mask(), slot), x);
+        }
+        return Transformer.FinalNorm.call(x);                                  // (B, T, C)
     }
 
     public override IReadOnlyList<string> HeadModuleNames => Head == ModelHead.SequenceClassification ? ["score"] : [];

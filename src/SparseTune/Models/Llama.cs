@@ -19,13 +19,14 @@ namespace SparseTune.Models;
 //
 // Differences between the three types are config flags, not branches: q/k/v bias (qwen2 always, llama and
 // mistral with attention_bias), o_proj bias (attention_bias, never qwen2), MLP bias (mlp_bias), head_dim.
-// Mistral's sliding window is not applied (it only matters beyond its window length, 4096 by default).
+// Mistral's sliding window (and Qwen2's, when use_sliding_window) is applied as a mask: it only changes
+// anything beyond its length, 4096 tokens in Mistral-7B-v0.1.
 
 /// <summary>
 /// Grouped-query self-attention (Ainslie et al. 2023) with rotary position embedding: nh query heads share
 /// n_kv key/value heads, each k/v head serving nh / n_kv query heads.
 /// </summary>
-public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>, IHeadedAttention
+public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, CacheSlot?, Tensor>, IHeadedAttention
 {
     [ComponentName(Name = "q_proj")] public readonly TunableLinear QProj;   // C → nh·hs
     [ComponentName(Name = "k_proj")] public readonly TunableLinear KProj;   // C → n_kv·hs
@@ -62,9 +63,10 @@ public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin),
     }
 
     /// <param name="x">(B, T, C)</param>
-    /// <param name="rotary">cos and sin (T, hs) from <see cref="RotaryEmbedding.CosSin"/>.</param>
-    /// <param name="mask">boolean (B, 1, T, T) from <see cref="AttentionMasks.CausalWithPadding"/>; null: plain causal.</param>
-    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask)
+    /// <param name="rotary">cos and sin (T, hs) or (B, 1, T, hs) from <see cref="RotaryEmbedding"/>.</param>
+    /// <param name="mask">boolean (B, 1, T, S) from <see cref="AttentionMasks"/>; null: plain causal.</param>
+    /// <param name="cache">While decoding: this layer's key/value cache; k and v then cover all S cached slots.</param>
+    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask, CacheSlot? cache)
     {
         long B = x.shape[0], T = x.shape[1];
         Tensor q = QProj.call(x).view(B, T, NumHeads, HeadDim).transpose(1, 2);           // (B, nh, T, hs)
@@ -72,15 +74,16 @@ public sealed class LlamaAttention : nn.Module<Tensor, (Tensor Cos, Tensor Sin),
         Tensor v = VProj.call(x).view(B, T, NumKeyValueHeads, HeadDim).transpose(1, 2);   // (B, n_kv, T, hs)
         q = RotaryEmbedding.Apply(q, rotary.Cos, rotary.Sin);
         k = RotaryEmbedding.Apply(k, rotary.Cos, rotary.Sin);
-        k = RepeatKeyValue(k);                                                             // (B, nh, T, hs)
-        v = RepeatKeyValue(v);                                                             // (B, nh, T, hs)
+        if (cache is { } slot) (k, v) = slot.Update(k, v);                                 // 2 × (B, n_kv, S, hs)
+        k = RepeatKeyValue(k);                                                             // (B, nh, S, hs)
+        v = RepeatKeyValue(v);                                                             // (B, nh, S, hs)
         Tensor y = F.scaled_dot_product_attention(q, k, v, mask, is_casual: mask is null); // (B, nh, T, hs)
         if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);                // (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, NumHeads * HeadDim);                           // (B, T, nh·hs)
         return OProj.call(y);
     }
 
-    /// <summary>(B, n_kv, T, hs) → (B, nh, T, hs), each k/v head repeated for its group of query heads (HF repeat_kv).</summary>
+    /// <summary>(B, n_kv, S, hs) → (B, nh, S, hs), each k/v head repeated for its group of query heads (HF repeat_kv).</summary>
     Tensor RepeatKeyValue(Tensor kv)
     {
         int groups = NumHeads / NumKeyValueHeads;
@@ -127,7 +130,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>, IGatedFeedForward
 ///       └────────────────────────────────────┘  └─────────────────────────────────────┘
 /// </code>
 /// </summary>
-public sealed class LlamaDecoderLayer : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, Tensor>
+public sealed class LlamaDecoderLayer : nn.Module<Tensor, (Tensor Cos, Tensor Sin), Tensor?, CacheSlot?, Tensor>
 {
     [ComponentName(Name = "self_attn")] public readonly LlamaAttention SelfAttn;
     [ComponentName(Name = "mlp")] public readonly LlamaMlp Mlp;
@@ -143,9 +146,9 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, (Tensor Cos, Tensor Si
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask)
+    public override Tensor forward(Tensor x, (Tensor Cos, Tensor Sin) rotary, Tensor? mask, CacheSlot? cache)
     {
-        x = x + SelfAttn.call(InputNorm.call(x), rotary, mask);
+        x = x + SelfAttn.call(InputNorm.call(x), rotary, mask, cache);
         return x + Mlp.call(PostAttentionNorm.call(x));
     }
 }
@@ -202,28 +205,74 @@ public sealed class LlamaTransformer : TransformerModel
     {
         using var scope = NewDisposeScope();
         long T = inputIds.shape[1];
-        Tensor x = Model.TokenEmbedding.call(inputIds);                         // (B, T, C)
-        Tensor? mask = AttentionMasks.CausalWithPadding(attentionMask);         // (B, 1, T, T) or null
+        Device device = inputIds.device;
+        ScalarType dtype = Model.TokenEmbedding.weight!.dtype;
         // Positions 0..T-1 even under left padding, as Hugging Face's forward does without explicit position_ids.
-        Device device = x.device;
-        ScalarType dtype = x.dtype;
         var cosSin = rotary.CosSin(T, device, dtype);                            // 2 × (T, hs)
-        // With activation checkpointing a layer runs again during backward, after this scope has freed the mask
+        // With activation checkpointing a layer runs again during backward, after this scope has freed the masks
         // and the cos/sin views; it then rebuilds them from the caller's attention mask (alive until backward)
         // and the rotary cache.
-        Tensor? Mask() => mask is { IsInvalid: true } ? mask = AttentionMasks.CausalWithPadding(attentionMask) : mask;
+        var masks = new LayerMasks(m => AttentionMasks.Decoder(attentionMask, 0, T, m, device));
         (Tensor, Tensor) CosSin() => cosSin.Cos.IsInvalid ? cosSin = rotary.CosSin(T, device, dtype) : cosSin;
-        foreach (LlamaDecoderLayer layer in Model.Layers)
-            x = RunBlock(h => layer.call(h, CosSin(), Mask()), x);
-        x = Model.FinalNorm.call(x);                                             // (B, T, C)
+        Tensor x = Body(inputIds, CosSin, masks, cache: null);                  // (B, T, C)
 
         Tensor logits = Head switch
         {
-            ModelHead.CausalLM when LmHead is not null => LmHead.call(x),                        // (B, T, vocab)
-            ModelHead.CausalLM => F.linear(x, Model.TokenEmbedding.weight!),                    // tied: x · embed_tokensᵀ
+            ModelHead.CausalLM => LmHeadLogits(x),                                               // (B, T, vocab)
             _ => Score!.call(AttentionMasks.PoolLastToken(x, attentionMask)),                   // (B, num_labels)
         };
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Positions come from the cache: a left-padded row's first real token is at position 0.</summary>
+    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask, KeyValueCache cache)
+    {
+        using var scope = NewDisposeScope();
+        long T = inputIds.shape[1], past = cache.Length;
+        CheckDecoding(cache, Model.Layers.Count);
+        Device device = inputIds.device;
+        var (positions, realKeys) = cache.Begin(attentionMask, T);              // (B, T), (B, past + T)
+        var cosSin = rotary.CosSinAt(positions, Model.TokenEmbedding.weight!.dtype);   // 2 × (B, 1, T, hs)
+        var masks = new LayerMasks(w => AttentionMasks.Decoder(realKeys, past, T, w, device));
+        Tensor x = Body(inputIds, () => cosSin, masks, cache);                  // (B, T, C)
+        cache.Commit(T);
+        Tensor logits = LmHeadLogits(x.narrow(1, T - 1, 1));                    // (B, 1, vocab)
+        return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Embedding, decoder layers and the final RMSNorm: (B, T) ids → (B, T, C).</summary>
+    Tensor Body(Tensor inputIds, Func<(Tensor, Tensor)> cosSin, LayerMasks masks, KeyValueCache? cache)
+    {
+        Tensor x = Model.TokenEmbedding.call(inputIds);                         // (B, T, C)
+        for (int i = 0; i < Model.Layers.Count; i++)
+        {
+            LlamaDecoderLayer layer = Model.Layers[i];
+            int? window = config.SlidingWindowOf(i);
+            CacheSlot? slot = cache is null ? null : new CacheSlot(cache, i);
+            x = RunBlock(h => layer.call(h, cosSin(), masks.For(window), slot), x);
+        }
+        return Model.FinalNorm.call(x);                                          // (B, T, C)
+    }
+
+    Tensor LmHeadLogits(Tensor x) => LmHead is not null
+        ? LmHead.call(x)                                                          // (B, T, vocab)
+        : F.linear(x, Model.TokenEmbedding.weight!);                              // tied: x · embed_tokensᵀ
+
+    /// <summary>
+    /// The attention mask of each window size a layer uses (full causal, and Mistral's / Qwen2's sliding window),
+    /// built on first use and rebuilt when activation checkpointing replays a layer after the forward's scope freed it.
+    /// </summary>
+    sealed class LayerMasks(Func<int?, Tensor?> build)
+    {
+        readonly Dictionary<int, Tensor?> built = [];
+
+        public Tensor? For(int? window)
+        {
+            int key = window ?? 0;
+            if (!built.TryGetValue(key, out Tensor? mask) || mask is { IsInvalid: true })
+                built[key] = mask = build(window);
+            return mask;
+        }
     }
 
     /// <summary>

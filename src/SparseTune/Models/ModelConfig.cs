@@ -238,6 +238,24 @@ public sealed record LlamaConfig : ModelConfig
     [JsonPropertyName("attention_bias")] public bool AttentionBias { get; init; }
     [JsonPropertyName("mlp_bias")] public bool MlpBias { get; init; }
 
+    /// <summary>Mistral: each token attends to itself and the sliding_window - 1 tokens before it (null: no window). Qwen2: the same, when use_sliding_window.</summary>
+    [JsonPropertyName("sliding_window")] public int? SlidingWindow { get; init; }
+    /// <summary>Qwen2: whether sliding_window applies at all (its configs carry a window that is off by default).</summary>
+    [JsonPropertyName("use_sliding_window")] public bool UseSlidingWindow { get; init; }
+    /// <summary>Qwen2: layers below this index attend in full even with use_sliding_window (Hugging Face's layer_types; default 28).</summary>
+    [JsonPropertyName("max_window_layers")] public int? MaxWindowLayers { get; init; }
+
+    /// <summary>
+    /// The attention window of layer <paramref name="layer"/>, null for full causal attention: Mistral's sliding_window
+    /// on every layer; Qwen2's only with use_sliding_window and from max_window_layers on; never LLaMA's.
+    /// </summary>
+    public int? SlidingWindowOf(int layer) => ModelType switch
+    {
+        "mistral" => SlidingWindow,
+        "qwen2" when UseSlidingWindow && layer >= (MaxWindowLayers ?? 28) => SlidingWindow,
+        _ => null,
+    };
+
     [JsonIgnore] public override int HiddenSize => Hidden;
     [JsonIgnore] public override int NumLayers => Layers;
     [JsonIgnore] public override int NumHeads => Heads;
@@ -255,6 +273,8 @@ public sealed record LlamaConfig : ModelConfig
             throw new ModelConfigException($"num_key_value_heads must be positive (got {NumKeyValueHeads})");
         if (Heads % NumKeyValueHeads != 0)
             throw new ModelConfigException($"num_attention_heads {Heads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
+        if (SlidingWindow is <= 0)
+            throw new ModelConfigException($"sliding_window must be positive or null (got {SlidingWindow})");
     }
 
     protected override IEnumerable<string> RangeProblems() =>

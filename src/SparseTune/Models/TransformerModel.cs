@@ -47,6 +47,27 @@ public abstract partial class TransformerModel : nn.Module
     /// </summary>
     public abstract ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null);
 
+    /// <summary>
+    /// One decoding step with a key/value cache (decoders only): runs the T new tokens (B, T) — the prompt at the
+    /// first call, then one token per row — attending to everything the cache holds, adds their keys and values to
+    /// the cache, and returns the new tokens' hidden states (B, T, C) and the next-token logits of the last one
+    /// (B, 1, vocab). <paramref name="attentionMask"/> (B, T) marks left padding of the first call (null: all real).
+    /// </summary>
+    public virtual ModelOutput Forward(Tensor inputIds, Tensor? attentionMask, KeyValueCache cache) =>
+        throw new NotSupportedException($"{Config.ModelType} is not a decoder: it has no key/value cache");
+
+    /// <summary>A cache made for this model: one buffer per layer, on the model's device.</summary>
+    public KeyValueCache NewCache(long batch, long capacity) =>
+        new(Config.NumLayers, batch, capacity, parameters().First().device);
+
+    /// <summary>Refuses a cached forward for a model that does not produce next-token logits, or a cache of another shape.</summary>
+    protected void CheckDecoding(KeyValueCache cache, int layers)
+    {
+        if (Head != ModelHead.CausalLM) throw new InvalidOperationException($"decoding with a key/value cache needs a causal-LM head, not {Head}");
+        if (training) throw new InvalidOperationException("decoding with a key/value cache runs in eval mode (call eval() first)");
+        if (cache.Layers != layers) throw new ArgumentException($"the cache has {cache.Layers} layers, the model {layers}");
+    }
+
     /// <summary>How checkpoint keys map to this model's parameters and buffers.</summary>
     public abstract HfWeightTable WeightTable { get; }
 

@@ -14,17 +14,32 @@ public static class AttentionMasks
     /// <c>is_causal</c>, which lets SDPA pick its fused kernels.
     /// </summary>
     /// <param name="attentionMask">(B, T), 1 for real tokens and 0 for padding; null means all real.</param>
-    public static Tensor? CausalWithPadding(Tensor? attentionMask)
+    public static Tensor? CausalWithPadding(Tensor? attentionMask) =>
+        attentionMask is null ? null : Decoder(attentionMask, 0, attentionMask.shape[1], null, attentionMask.device);
+
+    /// <summary>
+    /// The mask for T queries at slots past … past+T-1 over keys at slots 0 … past+T-1, for decoding with a
+    /// <see cref="KeyValueCache"/> and for sliding-window attention: a boolean (B or 1, 1, T, past+T), true where
+    /// query i may attend key j — j ≤ i, key j real (<paramref name="realKeys"/> (B, past+T); null: all real) and,
+    /// with a <paramref name="slidingWindow"/> W, i - j &lt; W (Mistral's window: each query sees itself and the W-1
+    /// keys before it, Hugging Face's <c>kv_idx &gt; q_idx - sliding_window</c>). Slot distances equal position
+    /// distances between real tokens because a row's real tokens are contiguous (padding only precedes or follows them). Null when plain causal
+    /// attention over the T tokens is exactly that (no past, no padding, no window that bites): the caller then
+    /// passes <c>is_causal</c>.
+    /// </summary>
+    public static Tensor? Decoder(Tensor? realKeys, long past, long T, int? slidingWindow, Device device)
     {
-        if (attentionMask is null) return null;
-        long B = attentionMask.shape[0], T = attentionMask.shape[1];
-        Tensor real = attentionMask.to_type(ScalarType.Bool);                          // (B, T)
-        if (real.all().item<bool>()) return null;
-        Tensor causal = ones(T, T, dtype: ScalarType.Bool, device: real.device).tril();               // (T, T)
-        Tensor mask = causal & real.view(B, 1, 1, T);                                   // (B, 1, T, T)
-        // A left-padded query sees no key at all; softmax over an empty row is NaN, and that NaN would leak
-        // into real positions through V (0 · NaN). Letting each query see itself only changes padded rows.
-        return mask | eye(T, dtype: ScalarType.Bool, device: real.device);
+        long S = past + T;
+        bool windowBites = slidingWindow is int w && S > w;
+        if (past == 0 && !windowBites && (realKeys is null || realKeys.all().item<bool>())) return null;
+        Tensor query = arange(past, S, dtype: ScalarType.Int64, device: device).view(T, 1);     // (T, 1)
+        Tensor key = arange(S, dtype: ScalarType.Int64, device: device).view(1, S);             // (1, S)
+        Tensor allowed = key <= query;                                                            // (T, S)
+        if (windowBites) allowed = allowed & (key > query - slidingWindow!.Value);
+        Tensor mask = allowed.view(1, 1, T, S);
+        if (realKeys is not null) mask = mask & realKeys.to(device).to_type(ScalarType.Bool).view(realKeys.shape[0], 1, 1, S);
+        // As in CausalWithPadding: a padded query that sees no key would give NaN; it may always see itself.
+        return mask | (key == query).view(1, 1, T, S);
     }
 
     /// <summary>

@@ -53,6 +53,19 @@ public sealed class RotaryEmbedding : IDisposable
         }
     }
 
+    /// <summary>
+    /// cos and sin (B, 1, T, hs) for per-row positions (B, T) — left-padded batches and cached decoding, where
+    /// a token's position is not its slot — shaped to broadcast over the heads of (B, nh, T, hs).
+    /// </summary>
+    public (Tensor Cos, Tensor Sin) CosSinAt(Tensor positions, ScalarType dtype)
+    {
+        long B = positions.shape[0], T = positions.shape[1];
+        long needed = positions.numel() == 0 ? 1 : positions.max().item<long>() + 1;
+        var (cos, sin) = CosSin(needed, positions.device, dtype);                            // 2 × (needed, hs)
+        Tensor flat = positions.reshape(-1);
+        return (cos.index_select(0, flat).view(B, 1, T, headDim), sin.index_select(0, flat).view(B, 1, T, headDim));
+    }
+
     (Tensor Cos, Tensor Sin) Compute(long length, Device device, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
@@ -67,7 +80,7 @@ public sealed class RotaryEmbedding : IDisposable
         return (cos.DetachFromDisposeScope(), sin.DetachFromDisposeScope());
     }
 
-    /// <summary>Rotates x (B, nh, T, hs) by cos/sin (T, hs).</summary>
+    /// <summary>Rotates x (B, nh, T, hs) by cos/sin (T, hs) or (B, 1, T, hs).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) => x * cos + RotateHalf(x) * sin;
 
     static Tensor RotateHalf(Tensor x)

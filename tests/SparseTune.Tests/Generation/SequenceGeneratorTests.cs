@@ -55,7 +55,7 @@ public sealed class SequenceGeneratorTests(Gpt2TinyModel fixture) : IClassFixtur
         var greedy = SequenceGenerator.Greedy(Model, Prompt, new GenerationOptions { MaxNewTokens = 5 });
 
         Assert.Equal(sequence.Skip(Prompt.Length), greedy.Tokens);
-        Assert.Equal(logProb, greedy.LogProb, 9);
+        Assert.Equal(logProb, greedy.LogProb, 5); // the cached steps sum in another order than one full forward
         Assert.False(greedy.EndedWithEos);
         Assert.Equal(greedy.LogProb, SequenceGenerator.ContinuationLogProb(Model, Prompt, greedy.Tokens), 4);
     }
