@@ -39,6 +39,7 @@ public static class BenchCommand
         var command = new Command("bench", "Measure step time, MFU, memory and inference latency of every method side by side.")
         { preset, model, methods, batch, seqLen, steps, warmup, json, threads, single, gemm };
         command.Subcommands.Add(BenchAccuracyCommand.Create());
+        command.Subcommands.Add(BenchGenerateCommand.Create());
 
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {

@@ -58,10 +58,11 @@ public static class EvalCommand
         var lowercase = new Option<bool>("--lowercase") { Description = "Lowercase predictions and references before BLEU (sacrebleu -lc)." };
         var tokenize = new Option<BleuTokenizer>("--bleu-tokenize") { Description = "BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
+        var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
         var output = new Option<string?>("--output") { Description = "Predictions JSONL to write (meaning_representation, prediction, references, …).", DefaultValueFactory = _ => "predictions.jsonl" };
         var command = new Command("eval", "Generate from E2E meaning representations and report corpus BLEU (E2E NLG data only).")
         {
-            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, output,
+            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -76,6 +77,7 @@ public static class EvalCommand
                     MaxNewTokens = parse.GetValue(maxNew),
                     LengthPenalty = parse.GetValue(lengthPenalty),
                     NoRepeatNgramSize = parse.GetValue(noRepeat),
+                    UseCache = !parse.GetValue(noCache),
                 },
                 Limit = parse.GetValue(limit),
                 Lowercase = parse.GetValue(lowercase),
@@ -106,7 +108,7 @@ public static class EvalCommand
         var groups = options.Limit > 0 ? references.Groups.Take(options.Limit).ToList() : references.Groups;
         if (groups.Count == 0) throw new InvalidDataException($"{options.DataFile}: no meaning representations to evaluate");
 
-        using TransformerModel net = LoadModel(options, log);
+        using TransformerModel net = TextGenerator.LoadCausalLM(options.ModelDirectory, options.AdapterDirectory, log);
 
         int every = Math.Max(1, groups.Count / 10);
         var progress = new SynchronousProgress(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });
@@ -114,26 +116,6 @@ public static class EvalCommand
             options.Tokenizer, options.Lowercase, progress);
         if (options.OutputFile is not null) E2EEvaluator.WritePredictions(options.OutputFile, result.Predictions);
         return result;
-    }
-
-    /// <summary>The model, with any method's artifact (--adapter) merged into it.</summary>
-    static TransformerModel LoadModel(EvalOptions options, Action<string>? log)
-    {
-        if (options.AdapterDirectory is null)
-        {
-            var model = PretrainedModel.Load(options.ModelDirectory, ModelHead.CausalLM, null, out var loadReport);
-            if (loadReport.NewlyInitialised.Count > 0)
-                log?.Invoke($"warning: the checkpoint has no causal-LM head; newly initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
-            return model;
-        }
-        var tuned = MethodArtifacts.LoadWithArtifact(options.ModelDirectory, options.AdapterDirectory, out string artifact);
-        if (tuned.Head != ModelHead.CausalLM)
-        {
-            tuned.Dispose();
-            throw new InvalidDataException($"{artifact} was trained for {tuned.Head}, not a causal language model");
-        }
-        log?.Invoke($"merged {artifact} into {options.ModelDirectory}");
-        return tuned;
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and print out of order).</summary>

@@ -166,6 +166,8 @@ public static class FinetuneCommand
 public static class Demo
 {
     public static string ModelDirectory() => Find(Path.Combine("demo", "model"));
+    /// <summary>The bundled tiny GPT-2 (byte-level BPE, 128 positions) for generation.</summary>
+    public static string Gpt2ModelDirectory() => Find(Path.Combine("demo", "gpt2-model"));
     public static string TrainFile() => Find(Path.Combine("demo", "data", "fortunes-train.jsonl"));
     public static string EvalFile() => Find(Path.Combine("demo", "data", "fortunes-eval.jsonl"));
 

@@ -118,7 +118,7 @@ public static class LanguageModelData
         : Fill(PromptWithInput, instruction, input);
 
     /// <summary>Replaces the placeholders in one pass, so braces inside the texts stay as they are.</summary>
-    static string Fill(string template, string instruction, string input)
+    internal static string Fill(string template, string instruction, string input)
     {
         var text = new StringBuilder(template.Length + instruction.Length + input.Length);
         for (int i = 0; i < template.Length;)

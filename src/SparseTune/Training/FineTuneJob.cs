@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SparseTune.Data;
+using SparseTune.Generation;
 using SparseTune.Metrics;
 using SparseTune.Models;
 using SparseTune.Nn;
@@ -122,7 +123,7 @@ public static class FineTuneJob
             Log = log,
             Evaluate = eval is null ? null : m => Evaluate(m, eval, task),
             // The method's outputs are written as soon as it has finished, before anything that could still fail.
-            Finished = m => outputs = SaveOutputs(m, tuner, output, options.ModelDirectory),
+            Finished = m => outputs = SaveOutputs(m, tuner, output, options.ModelDirectory, kind == DataKind.Alpaca ? PromptTemplate.Alpaca : null),
         };
         TrainingResult result = trainer.Run(train);
         string summary = Trainer.TrainableSummary(model, tuner);
@@ -174,9 +175,11 @@ public static class FineTuneJob
     /// <summary>
     /// What a method ships: its own files (what <see cref="Tuner.SaveArtifacts"/> says it wrote), and the whole
     /// model folder (with the tokenizer files of <paramref name="tokenizerSource"/>) when the method changed the
-    /// model's weights. Returns output name → path for report.json.
+    /// model's weights. An instruction-tuned model gets its <paramref name="template"/> beside each of them, so that
+    /// <c>generate</c> prompts it as it was trained. Returns output name → path for report.json.
     /// </summary>
-    public static Dictionary<string, string> SaveOutputs(TransformerModel model, Tuner tuner, string output, string tokenizerSource)
+    public static Dictionary<string, string> SaveOutputs(TransformerModel model, Tuner tuner, string output, string tokenizerSource,
+        PromptTemplate? template = null)
     {
         var outputs = new Dictionary<string, string>(tuner.SaveArtifacts(model, output));
         if (tuner.ModifiesBaseWeights)
@@ -185,6 +188,11 @@ public static class FineTuneJob
             PretrainedModel.Save(model, modelDir);
             PretrainedModel.CopyTokenizerFiles(tokenizerSource, modelDir);
             outputs["model"] = modelDir;
+        }
+        if (template is not null)
+        {
+            foreach (string dir in outputs.Values.Where(Directory.Exists).Append(output).Distinct()) template.Save(dir);
+            outputs["prompt_template"] = Path.Combine(output, PromptTemplate.FileName);
         }
         return outputs;
     }
