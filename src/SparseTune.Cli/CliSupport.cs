@@ -39,6 +39,13 @@ public static class CliSupport
         }
     }
 
+    /// <summary>--device for a command that runs a model (see <see cref="SparseTune.Nn.ComputeDevice"/>).</summary>
+    public static Option<string> DeviceOption() => new("--device")
+    {
+        Description = "Where the model runs: cpu, cuda (needs a CUDA build, see README) or auto (CUDA when present, else CPU).",
+        DefaultValueFactory = _ => "cpu",
+    };
+
     /// <summary>Checks a required folder exists before any work starts.</summary>
     public static string ExistingDirectory(string? path, string option)
     {

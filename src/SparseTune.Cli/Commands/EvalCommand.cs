@@ -2,6 +2,8 @@ using System.CommandLine;
 using SparseTune.Data;
 using SparseTune.Generation;
 using SparseTune.Models;
+using SparseTune.Nn;
+using TorchSharp;
 using SparseTune.Tokenization;
 using SparseTune.Tuners;
 
@@ -22,6 +24,8 @@ public sealed record EvalOptions
     public bool SkipBadRows { get; init; }
     /// <summary>JSONL file for the predictions; null: none written.</summary>
     public string? OutputFile { get; init; }
+    /// <summary>cpu, cuda or auto.</summary>
+    public string Device { get; init; } = "cpu";
 
     public IReadOnlyList<string> Problems()
     {
@@ -58,11 +62,12 @@ public static class EvalCommand
         var lowercase = new Option<bool>("--lowercase") { Description = "Lowercase predictions and references before BLEU (sacrebleu -lc)." };
         var tokenize = new Option<BleuTokenizer>("--bleu-tokenize") { Description = "BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
+        var device = CliSupport.DeviceOption();
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
         var output = new Option<string?>("--output") { Description = "Predictions JSONL to write (meaning_representation, prediction, references, …).", DefaultValueFactory = _ => "predictions.jsonl" };
         var command = new Command("eval", "Generate from E2E meaning representations and report corpus BLEU (E2E NLG data only).")
         {
-            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output,
+            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output, device,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -84,6 +89,7 @@ public static class EvalCommand
                 Tokenizer = parse.GetValue(tokenize),
                 SkipBadRows = parse.GetValue(skipBad),
                 OutputFile = string.IsNullOrWhiteSpace(parse.GetValue(output)) ? null : parse.GetValue(output),
+                Device = parse.GetValue(device)!,
             };
             var result = Run(options, Console.Error.WriteLine);
             var b = result.Bleu;
@@ -109,6 +115,7 @@ public static class EvalCommand
         if (groups.Count == 0) throw new InvalidDataException($"{options.DataFile}: no meaning representations to evaluate");
 
         using TransformerModel net = TextGenerator.LoadCausalLM(options.ModelDirectory, options.AdapterDirectory, log);
+        net.to(ComputeDevice.Resolve(options.Device, log));
 
         int every = Math.Max(1, groups.Count / 10);
         var progress = new SynchronousProgress(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });

@@ -47,6 +47,7 @@ public static class FinetuneCommand
         var maxGradNorm = new Option<double>("--max-grad-norm") { DefaultValueFactory = _ => 1.0, Description = "Gradient clipping norm (0: off)." + MethodDefaultsNote };
         var adamEpsilon = new Option<double>("--adam-epsilon") { DefaultValueFactory = _ => 1e-8, Description = "AdamW's ε." + MethodDefaultsNote };
         var labelSmoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0.0, Description = "Label smoothing of the cross-entropy loss (every method)." + MethodDefaultsNote };
+        var device = CliSupport.DeviceOption();
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
@@ -71,7 +72,7 @@ public static class FinetuneCommand
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
             maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
-            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave,
+            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device,
         };
         methodFlags.AddTo(command);
         command.SetAction(parse => CliSupport.Run(parse, () =>
@@ -99,6 +100,7 @@ public static class FinetuneCommand
                 MaxLength = parse.GetValue(maxLength),
                 SkipBadRows = parse.GetValue(skipBad),
                 Overwrite = parse.GetValue(overwrite),
+                Device = parse.GetValue(device)!,
                 GroupByLength = parse.GetValue(groupByLength),
                 Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)!, Labels = List(labels) },
                 Training = new TrainingOptions

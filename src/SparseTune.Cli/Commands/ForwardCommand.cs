@@ -1,6 +1,8 @@
 using System.CommandLine;
 using SparseTune.IO;
 using SparseTune.Models;
+using SparseTune.Nn;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Cli.Commands;
@@ -16,20 +18,21 @@ public static class ForwardCommand
         var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json + *.safetensors).", Required = true };
         var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (B,T) and optional attention_mask, token_type_ids.", Required = true };
         var output = new Option<string>("--output") { Description = "safetensors file to write logits and last_hidden_state to.", Required = true };
-        var command = new Command("forward", "Run a model forward on token ids and save logits and hidden states.") { model, inputs, output };
+        var device = CliSupport.DeviceOption();
+        var command = new Command("forward", "Run a model forward on token ids and save logits and hidden states.") { model, inputs, output, device };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             string modelDir = CliSupport.ExistingDirectory(parse.GetValue(model), "--model");
             string inputFile = CliSupport.ExistingFile(parse.GetValue(inputs), "--inputs");
             string outputFile = parse.GetValue(output)!;
-            Run(modelDir, inputFile, outputFile);
+            Run(modelDir, inputFile, outputFile, ComputeDevice.Resolve(parse.GetValue(device)!, Console.Error.WriteLine));
             Console.WriteLine($"wrote logits and last_hidden_state to {outputFile}");
             return 0;
         }));
         return command;
     }
 
-    public static void Run(string modelDir, string inputFile, string outputFile)
+    public static void Run(string modelDir, string inputFile, string outputFile, Device? device = null)
     {
         using var scope = NewDisposeScope();
         var tensors = SafeTensors.Load(inputFile);
@@ -58,6 +61,11 @@ public static class ForwardCommand
                 throw new InvalidDataException($"{inputFile}: token_type_ids outside [0, {bert.TypeVocabSize}) (type_vocab_size): min {minType}, max {maxType}");
         }
         using var _ = no_grad();
+        if (device is not null)
+        {
+            net.to(device);
+            (ids, mask, types) = (ids.to(device), mask?.to(device), types?.to(device));
+        }
         using ModelOutput result = net.Forward(ids, mask, types);
         List<KeyValuePair<string, Tensor>> outputs =
         [

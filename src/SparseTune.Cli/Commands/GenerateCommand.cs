@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using SparseTune.Generation;
 using SparseTune.IO;
+using SparseTune.Nn;
 
 namespace SparseTune.Cli.Commands;
 
@@ -21,6 +22,8 @@ public sealed record GenerateOptions
     public int BatchSize { get; init; } = 8;
     /// <summary>JSONL of prompt, completion and counts; null: stdout only.</summary>
     public string? OutputFile { get; init; }
+    /// <summary>cpu, cuda or auto.</summary>
+    public string Device { get; init; } = "cpu";
 
     public IReadOnlyList<string> Problems()
     {
@@ -97,11 +100,12 @@ public static class GenerateCommand
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole prefix at every step instead of keeping a key/value cache (same output, slower)." };
         var noTemplate = new Option<bool>("--no-template") { Description = "Do not wrap prompts in the template stored beside an instruction-tuned model." };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts decoded together.", DefaultValueFactory = _ => 8 };
+        var device = CliSupport.DeviceOption();
         var output = new Option<string?>("--output") { Description = "Also write prompt, completion and counts as JSONL to this file." };
         var command = new Command("generate", "Complete prompts with a causal language model (GPT-2, LLaMA, Qwen2, Mistral).")
         {
             model, adapter, prompt, prompts, maxNew, sample, temperature, topK, topP, repetition, noRepeat, beams, lengthPenalty,
-            seed, stop, noCache, noTemplate, batchSize, output,
+            seed, stop, noCache, noTemplate, batchSize, output, device,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -131,6 +135,7 @@ public static class GenerateCommand
                 UseTemplate = !parse.GetValue(noTemplate),
                 BatchSize = parse.GetValue(batchSize),
                 OutputFile = parse.GetValue(output),
+                Device = parse.GetValue(device)!,
             };
             Run(options, Console.Out, Console.Error.WriteLine);
             return 0;
@@ -145,7 +150,7 @@ public static class GenerateCommand
         if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
         var prompts = options.AllPrompts();
 
-        using var generator = TextGenerator.Load(options.ModelDirectory, options.AdapterPath, log);
+        using var generator = TextGenerator.Load(options.ModelDirectory, options.AdapterPath, log, ComputeDevice.Resolve(options.Device, log));
         if (!options.UseTemplate) generator.Template = null;
         else if (generator.Template is { } template) log?.Invoke($"prompts are wrapped in the {template.Name} template stored with the model (--no-template: as typed)");
         foreach (string p in prompts)

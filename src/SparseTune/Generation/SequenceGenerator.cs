@@ -256,10 +256,10 @@ public static class SequenceGenerator
         {
             using var scope = NewDisposeScope();
             long[] ids = [.. prompt.Concat(continuation).Select(t => (long)t)];
-            using var output = model.Forward(tensor(ids, [1, ids.Length]));
+            using var output = model.Forward(tensor(ids, [1, ids.Length], device: model.Device));
             // Position t predicts token t + 1: the continuation is predicted from positions P-1 … P+C-2.
             Tensor logProbs = output.Logits[0].narrow(0, prompt.Count - 1, continuation.Count).to_type(ScalarType.Float64).log_softmax(-1); // (C, V)
-            Tensor targets = tensor(continuation.Select(t => (long)t).ToArray()).unsqueeze(1); // (C, 1)
+            Tensor targets = tensor(continuation.Select(t => (long)t).ToArray(), device: model.Device).unsqueeze(1); // (C, 1)
             return logProbs.gather(1, targets).sum().item<double>();
         });
     }
@@ -320,7 +320,7 @@ public static class SequenceGenerator
             using var scope = NewDisposeScope();
             int B = ids.Count, length = ids[0].Count;
             int from = useCache ? length - newSlots : 0, T = length - from;
-            Device device = model.parameters().First().device;
+            Device device = model.Device;
             Tensor input = tensor(ids.SelectMany(r => r.Skip(from)).ToArray(), [B, T], device: device);
             Tensor mask = tensor(real.SelectMany(r => r.Skip(from)).ToArray(), [B, T], device: device);
             if (!useCache)

@@ -2,6 +2,7 @@ using SparseTune.Data;
 using SparseTune.Models;
 using SparseTune.Tokenization;
 using SparseTune.Tuners;
+using TorchSharp;
 
 namespace SparseTune.Generation;
 
@@ -50,10 +51,12 @@ public sealed class TextGenerator : IDisposable
     /// Loads <paramref name="modelDirectory"/> with its causal-LM head, merges <paramref name="artifact"/> (a LoRA
     /// adapter, a sparse delta, a run folder…) when given, and finds a stored prompt template in either place.
     /// </summary>
-    public static TextGenerator Load(string modelDirectory, string? artifact = null, Action<string>? log = null)
+    /// <param name="device">Where to run (default: the CPU); see <see cref="Nn.ComputeDevice"/>.</param>
+    public static TextGenerator Load(string modelDirectory, string? artifact = null, Action<string>? log = null, torch.Device? device = null)
     {
         var tokenizer = TextTokenizer.FromFolder(modelDirectory);
         TransformerModel model = LoadCausalLM(modelDirectory, artifact, log);
+        if (device is not null) model.to(device);
         try
         {
             return new TextGenerator(model, tokenizer, PromptTemplate.Find(artifact, modelDirectory));

@@ -85,12 +85,13 @@ public abstract partial class TransformerModel
         attention.HeadGate = null;   // re-set below, once the head count has dropped
         using (var scope = NewDisposeScope())
         {
-            Tensor queryRows = UnitRows(kept, attention.HeadDim);            // (kept·hs)
+            Device device = attention.Output.Layer.weight.device;
+            Tensor queryRows = UnitRows(kept, attention.HeadDim, device);    // (kept·hs)
             if (attention.FusedQkv is { } qkv)
                 qkv.Layer.KeepRows(cat([queryRows, queryRows + width, queryRows + 2 * width]));   // [q | k | v] blocks
             else
             {
-                Tensor keyValueRows = UnitRows(keptKeyValue, attention.HeadDim);
+                Tensor keyValueRows = UnitRows(keptKeyValue, attention.HeadDim, device);
                 attention.Query!.Layer.KeepRows(queryRows);
                 attention.Key!.Layer.KeepRows(keyValueRows);
                 attention.Value!.Layer.KeepRows(keyValueRows);
@@ -123,7 +124,7 @@ public abstract partial class TransformerModel
         ffn.NeuronGate = null;
         using (var scope = NewDisposeScope())
         {
-            Tensor index = UnitRows(kept, 1);
+            Tensor index = UnitRows(kept, 1, ffn.Output.Layer.weight.device);
             foreach (NamedLinear input in ffn.Inputs) input.Layer.KeepRows(index);
             ffn.Output.Layer.KeepColumns(index);
             ffn.SetPresentNeurons(kept);
@@ -212,8 +213,8 @@ public abstract partial class TransformerModel
     }
 
     /// <summary>Indices u·size … u·size + size − 1 for each unit u, in order, as an int64 tensor.</summary>
-    static Tensor UnitRows(IEnumerable<int> units, long size) =>
-        tensor(units.SelectMany(u => Enumerable.Range(0, (int)size).Select(i => u * size + i)).ToArray());
+    static Tensor UnitRows(IEnumerable<int> units, long size, Device device) =>
+        tensor(units.SelectMany(u => Enumerable.Range(0, (int)size).Select(i => u * size + i)).ToArray(), device: device);
 
     /// <summary>
     /// The gate's entries for <paramref name="kept"/> as a new Parameter (lineage recorded when the gate was one,
@@ -221,7 +222,7 @@ public abstract partial class TransformerModel
     /// </summary>
     static Parameter SliceGate(Tensor gate, int[] kept)
     {
-        using Tensor index = tensor(kept.Select(k => (long)k).ToArray());
+        using Tensor index = tensor(kept.Select(k => (long)k).ToArray(), device: gate.device);
         Parameter sliced;
         if (gate is Parameter parameter) sliced = ParameterLineage.Slice(parameter, 0, index);
         else

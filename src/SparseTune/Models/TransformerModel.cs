@@ -57,8 +57,10 @@ public abstract partial class TransformerModel : nn.Module
         throw new NotSupportedException($"{Config.ModelType} is not a decoder: it has no key/value cache");
 
     /// <summary>A cache made for this model: one buffer per layer, on the model's device.</summary>
-    public KeyValueCache NewCache(long batch, long capacity) =>
-        new(Config.NumLayers, batch, capacity, parameters().First().device);
+    public KeyValueCache NewCache(long batch, long capacity) => new(Config.NumLayers, batch, capacity, Device);
+
+    /// <summary>Where the model's weights are (see <see cref="ComputeDevice"/>); inputs must be moved there.</summary>
+    public Device Device => parameters().First().device;
 
     /// <summary>Refuses a cached forward for a model that does not produce next-token logits, or a cache of another shape.</summary>
     protected void CheckDecoding(KeyValueCache cache, int layers)

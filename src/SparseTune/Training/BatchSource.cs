@@ -8,6 +8,15 @@ public sealed record TrainingBatch(Tensor InputIds, Tensor AttentionMask, Tensor
     /// <summary>Real (non-padding) tokens in the batch.</summary>
     public long TokenCount => AttentionMask.sum().item<long>();
 
+    /// <summary>The batch on <paramref name="device"/> (the model's); this one is disposed when it had to be copied.</summary>
+    public TrainingBatch To(Device device)
+    {
+        if (InputIds.device_type == device.type && (device.index < 0 || InputIds.device_index == device.index)) return this;
+        var moved = new TrainingBatch(InputIds.to(device), AttentionMask.to(device), TokenTypeIds?.to(device), Labels.to(device));
+        Dispose();
+        return moved;
+    }
+
     public void Dispose()
     {
         InputIds.Dispose();

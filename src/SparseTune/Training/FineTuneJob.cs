@@ -48,9 +48,13 @@ public sealed record FineTuneOptions
     /// </summary>
     public bool Overwrite { get; init; }
 
+    /// <summary>cpu, cuda or auto (<see cref="ComputeDevice"/>).</summary>
+    public string Device { get; init; } = "cpu";
+
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Training.Problems());
+        if (!ComputeDevice.Choices.Contains(Device)) problems.Add($"--device: unknown '{Device}' (choose {string.Join(", ", ComputeDevice.Choices)})");
         if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
         if (!File.Exists(TrainFile)) problems.Add($"--train: file not found: {TrainFile}");
@@ -109,6 +113,7 @@ public static class FineTuneJob
         torch.random.manual_seed(options.Training.Seed);
         using TransformerModel model = PretrainedModel.Load(options.ModelDirectory, head, sameLabels ? null : headLabels, out var loadReport);
         if (loadReport.NewlyInitialised.Count > 0) log?.Invoke($"new {head} head initialised: {string.Join(", ", loadReport.NewlyInitialised)}");
+        model.to(ComputeDevice.Resolve(options.Device, log));
 
         var batcherOptions = new BatcherOptions { BatchSize = options.Training.BatchSize, Seed = options.Training.Seed, GroupByLength = options.GroupByLength };
         var train = new Batcher(trainExamples, task, encoder.PadId, batcherOptions);
@@ -147,6 +152,7 @@ public static class FineTuneJob
             {
                 method = tuner.Options, training = options.Training, data = kind.ToString(), max_length = options.MaxLength,
                 train_file = options.TrainFile, eval_file = options.EvalFile, skip_bad_rows = options.SkipBadRows, overwrite = options.Overwrite,
+                device = options.Device,
             },
             Data = new Dictionary<string, DataSplitReport?> { ["train"] = data.Splits[0], ["eval"] = data.Splits.Count > 1 ? data.Splits[1] : null },
             Warnings = warnings,
@@ -275,9 +281,9 @@ public static class FineTuneJob
         {
             NativeCallGuard.SafePoint();
             using var scope = NewDisposeScope();
-            using var batch = eval.Build(indices);
+            using var batch = eval.Build(indices).ToTrainingBatch().To(model.Device);
             using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-            metrics.AddBatch(output.Logits, batch.Labels);
+            metrics.AddBatch(output.Logits.cpu(), batch.Labels.cpu());
         }
         return metrics.Compute();
     }

@@ -139,7 +139,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 if (epoch != cachedEpoch) { epochBatches = train.EpochBatches(epoch); cachedEpoch = epoch; }
                 NativeCallGuard.SafePoint();
                 using var scope = NewDisposeScope();
-                using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]);
+                using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]).To(model.Device);
                 ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
                 Tensor loss = Losses.Compute(task, output, batch.Labels, options.LabelSmoothing);
                 Tensor total = loss;
@@ -320,7 +320,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             yield return () =>
             {
                 using var scope = NewDisposeScope();
-                using TrainingBatch batch = train.Build(indices);
+                using TrainingBatch batch = train.Build(indices).To(model.Device);
                 using ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
                 Losses.Compute(task, output, batch.Labels, options.LabelSmoothing).backward();
             };

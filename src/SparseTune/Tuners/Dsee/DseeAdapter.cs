@@ -113,9 +113,9 @@ public sealed class DseeBlock : IDisposable
             keptEntries.Add(i);
             renumbered.Add(row * InFeatures + support[i] % InFeatures);
         }
-        using (Tensor rows = tensor(localRows)) B = Cut(B, 0, rows);
+        using (Tensor rows = tensor(localRows, device: B.device)) B = Cut(B, 0, rows);
         if (HasSupport)
-            using (Tensor entries = tensor(keptEntries.ToArray(), dtype: ScalarType.Int64)) Values = Cut(Values, 0, entries);
+            using (Tensor entries = tensor(keptEntries.ToArray(), dtype: ScalarType.Int64, device: Values.device)) Values = Cut(Values, 0, entries);
         RowStart = newRowStart;
         Rows = localRows.Length;
         if (support.Length > 0) SetSupport(renumbered);
@@ -133,9 +133,9 @@ public sealed class DseeBlock : IDisposable
             keptEntries.Add(i);
             renumbered.Add(support[i] / InFeatures * columns.Length + column);
         }
-        using (Tensor kept = tensor(columns)) A = Cut(A, 1, kept);
+        using (Tensor kept = tensor(columns, device: A.device)) A = Cut(A, 1, kept);
         if (HasSupport)
-            using (Tensor entries = tensor(keptEntries.ToArray(), dtype: ScalarType.Int64)) Values = Cut(Values, 0, entries);
+            using (Tensor entries = tensor(keptEntries.ToArray(), dtype: ScalarType.Int64, device: Values.device)) Values = Cut(Values, 0, entries);
         InFeatures = columns.Length;
         if (support.Length > 0) SetSupport(renumbered);
     }

@@ -45,8 +45,9 @@ public static class GreBsmo
         using var scope = NewDisposeScope();
         Tensor w = weight.detach();
         long rows = w.shape[0], columns = w.shape[1];
-        Tensor u = randn(rows, 1, dtype: w.dtype, generator: generator);
-        Tensor v = randn(1, columns, dtype: w.dtype, generator: generator);
+        // Drawn on the CPU (where the seeded generator lives), so the support is the same on every device.
+        Tensor u = randn(rows, 1, dtype: w.dtype, generator: generator).to(w.device);
+        Tensor v = randn(1, columns, dtype: w.dtype, generator: generator).to(w.device);
         Tensor s = zeros_like(w), fitted = v;                              // fitted: V of the last fit, before it grows
         for (int round = 0; round < rounds; round++)
         {

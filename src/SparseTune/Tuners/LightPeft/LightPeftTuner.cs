@@ -304,7 +304,7 @@ public sealed class LightPeftTuner : Tuner
             if (!plan.KeptRanks.TryGetValue(m.Name, out var ranks))
                 throw new InvalidDataException($"Light-PEFT plan: no ranks recorded for the surviving LoRA module {m.Name}");
             if (ranks.Length == m.Adapter.Rank) continue;
-            using var index = tensor(ranks.Select(r => (long)r).ToArray());
+            using var index = tensor(ranks.Select(r => (long)r).ToArray(), device: m.Adapter.LoraA.device);
             m.Adapter.KeepRanks(index);
         }
     }

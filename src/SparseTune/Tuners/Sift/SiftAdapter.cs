@@ -36,10 +36,11 @@ public sealed class SiftAdapter : ILinearAdapter
         biasK = biasComponents;
         Values = NewValues(k, layer.weight);
         BiasValues = biasK > 0 ? NewValues(biasK, layer.bias!) : null;
-        Indices = empty(0, dtype: ScalarType.Int64).DetachFromDisposeScope();
-        BiasIndices = empty(0, dtype: ScalarType.Int64).DetachFromDisposeScope();
-        BaseValues = empty(0).DetachFromDisposeScope();
-        BiasBaseValues = empty(0).DetachFromDisposeScope();
+        Device device = layer.weight.device;
+        Indices = empty(0, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
+        BiasIndices = empty(0, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
+        BaseValues = empty(0, device: device).DetachFromDisposeScope();
+        BiasBaseValues = empty(0, device: device).DetachFromDisposeScope();
 
         static Parameter NewValues(long count, Tensor like)
         {
@@ -192,7 +193,7 @@ public sealed class SiftAdapter : ILinearAdapter
         BaseValues.Dispose();
         BaseValues = weight.detach().view(-1).index_select(0, Indices).DetachFromDisposeScope();
         BiasBaseValues.Dispose();
-        BiasBaseValues = biasK > 0 ? bias!.detach().index_select(0, BiasIndices).DetachFromDisposeScope() : empty(0).DetachFromDisposeScope();
+        BiasBaseValues = biasK > 0 ? bias!.detach().index_select(0, BiasIndices).DetachFromDisposeScope() : empty(0, device: weight.device).DetachFromDisposeScope();
     }
 
     /// <summary>W[idx] += values, b[idx_b] += bias values; values ← 0. Called right after each optimizer step (the
@@ -222,7 +223,7 @@ public sealed class SiftAdapter : ILinearAdapter
     public Tensor BiasDeltaValues(TunableLinear layer)
     {
         using var _ = no_grad();
-        return biasK > 0 ? layer.bias!.detach().index_select(0, BiasIndices).sub_(BiasBaseValues) : empty(0);
+        return biasK > 0 ? layer.bias!.detach().index_select(0, BiasIndices).sub_(BiasBaseValues) : empty(0, device: layer.weight.device);
     }
 
     public Tensor DeltaWeight(TunableLinear layer)
