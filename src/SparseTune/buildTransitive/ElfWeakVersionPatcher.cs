@@ -6,7 +6,8 @@
 // loader refuses the library. A weak version requirement is reported instead of enforced, and the
 // library then loads and runs correctly. Where libstdc++ is new enough, the bit changes nothing.
 //
-// This file is compiled by MSBuild (RoslynCodeTaskFactory, see Directory.Build.targets) and also by
+// This file is compiled by MSBuild (RoslynCodeTaskFactory, see SparseTune.targets beside it, which the
+// SparseTune package ships in buildTransitive/ and this repository imports from Directory.Build.targets) and also by
 // the test project, so the same code that patches the build is the code under test.
 using System;
 using System.Collections.Generic;
