@@ -109,6 +109,18 @@ public sealed class TextGeneratorTests : IDisposable
     }
 
     [Fact]
+    public void DeviceAuto_FallsBackToTheCpu_WithOneLineSayingSo()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exit = SparseTuneCli.Run(["generate", "--model", Gpt2, "--prompt", "The cat", "--max-new-tokens", "4", "--device", "auto"], stdout, stderr);
+        Assert.Equal(0, exit);
+        Assert.Single(stderr.ToString().Split('\n'), l => l.Contains("no CUDA device available, running on the CPU"));
+        using var generator = TextGenerator.Load(Gpt2);
+        Assert.Equal(generator.Generate(["The cat"], new GenerationOptions { MaxNewTokens = 4 })[0].Text + Environment.NewLine, stdout.ToString());
+    }
+
+    [Fact]
     public void GenerateCommand_BadInputs_GiveOneLineErrors()
     {
         string empty = Path.Combine(temp, "empty.txt");
@@ -123,6 +135,8 @@ public sealed class TextGeneratorTests : IDisposable
             (["generate", "--model", Gpt2, "--prompt", " "], "prompt 1 is empty"),
             (["generate", "--model", Gpt2, "--prompt", "x", "--top-p", "1.5"], "top-p must be in (0, 1]"),
             (["generate", "--model", Fixtures.Model("bert-tiny"), "--prompt", "x"], "tokenizer"),
+            (["generate", "--model", Gpt2, "--prompt", "x", "--device", "cuda"], "no CUDA device is available"),
+            (["generate", "--model", Gpt2, "--prompt", "x", "--device", "gpu"], "--device: unknown 'gpu'"),
         ];
         foreach (var (args, message) in cases)
         {
