@@ -27,6 +27,15 @@ public static class GemmPeak
         return best;
     }
 
+    static readonly Lazy<bool> bf16Fast = new(() =>
+        MeasureGflops(ScalarType.BFloat16, n: 512, repeats: 3) > MeasureGflops(ScalarType.Float32, n: 512, repeats: 3));
+
+    /// <summary>
+    /// Whether bf16 matrix products beat float32 on this CPU (native bf16 dot products, e.g. AVX512-BF16 or AMX),
+    /// measured once per process: what <c>--precision auto</c> decides by.
+    /// </summary>
+    public static bool Bf16IsNativelyFast() => bf16Fast.Value;
+
     /// <summary>True when libtorch computes bf16 matmuls here faster than a tenth of fp32 (i.e. natively).</summary>
     public static bool Bf16LooksNative(double fp32Gflops, double bf16Gflops) => bf16Gflops > 0.1 * fp32Gflops;
 }

@@ -300,7 +300,8 @@ public sealed class BertPredictionHeadTransform : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => LayerNorm.call(Activations.Apply(activation, Dense.call(x)));
+    // LayerNorm in float32 under mixed precision (the dense output is bf16 then).
+    public override Tensor forward(Tensor x) => LayerNorm.call(MixedPrecision.To(Activations.Apply(activation, Dense.call(x)), ScalarType.Float32));
 }
 
 /// <summary>
@@ -322,7 +323,8 @@ public sealed class BertLMPredictionHead : nn.Module<Tensor, Tensor, Tensor>
     /// <param name="x">(B, T, C)</param>
     /// <param name="wordEmbeddings">(vocab, C), the tied decoder weight</param>
     /// <returns>(B, T, vocab)</returns>
-    public override Tensor forward(Tensor x, Tensor wordEmbeddings) => F.linear(Transform.call(x), wordEmbeddings, Bias);
+    public override Tensor forward(Tensor x, Tensor wordEmbeddings) =>
+        MixedPrecision.Linear(Transform.call(x), wordEmbeddings, Bias, Transform.Dense.ComputeType);
 }
 
 /// <summary>The "cls" container of BertForMaskedLM (BertOnlyMLMHead), holding "predictions".</summary>
@@ -361,7 +363,7 @@ public sealed class RobertaLMHead : nn.Module<Tensor, Tensor, Tensor>
     /// <param name="wordEmbeddings">(vocab, C), the tied decoder weight</param>
     /// <returns>(B, T, vocab)</returns>
     public override Tensor forward(Tensor x, Tensor wordEmbeddings) =>
-        F.linear(LayerNorm.call(Dense.call(x).gelu()), wordEmbeddings, Bias);
+        MixedPrecision.Linear(LayerNorm.call(MixedPrecision.To(Dense.call(x).gelu(), ScalarType.Float32)), wordEmbeddings, Bias, Dense.ComputeType);
 }
 
 /// <summary>BERT or RoBERTa with a sequence-classification head or a masked-LM head (tied to word_embeddings).</summary>
@@ -440,7 +442,7 @@ public sealed class BertTransformer : TransformerModel
         Tensor types = tokenTypeIds ?? zeros_like(inputIds);                              // (B, T)
         Tensor x = Body.Embeddings.call(inputIds, positions, types);                     // (B, T, C)
 
-        ScalarType dtype = x.dtype;
+        ScalarType dtype = ComputeType ?? x.dtype;                                        // q and k's type: bf16 under mixed precision
         Tensor? mask = KeyPaddingMask(attentionMask, dtype);                              // (B, 1, 1, T) or null
         // With activation checkpointing a layer runs again during backward, after this scope has freed the
         // mask; it then rebuilds it from the caller's attention mask, which lives until backward.

@@ -197,7 +197,7 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor x = Body(inputIds, positions, Mask, cache: null);              // (B, T, C)
 
         Tensor logits = Head == ModelHead.CausalLM
-            ? F.linear(x, Transformer.TokenEmbedding.weight!)                  // (B, T, vocab): x · wteᵀ
+            ? MixedPrecision.Linear(x, Transformer.TokenEmbedding.weight!, null, ComputeType)   // (B, T, vocab): x · wteᵀ
             : Score!.call(AttentionMasks.PoolLastToken(x, attentionMask));     // (B, num_labels)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
@@ -214,7 +214,7 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor? mask = AttentionMasks.Decoder(realKeys, past, T, null, inputIds.device);   // (B, 1, T, past + T)
         Tensor x = Body(inputIds, positions, () => mask, cache);             // (B, T, C)
         cache.Commit(T);
-        Tensor logits = F.linear(x.narrow(1, T - 1, 1), Transformer.TokenEmbedding.weight!);   // (B, 1, vocab)
+        Tensor logits = MixedPrecision.Linear(x.narrow(1, T - 1, 1), Transformer.TokenEmbedding.weight!, null, ComputeType);   // (B, 1, vocab)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
 

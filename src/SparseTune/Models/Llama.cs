@@ -206,7 +206,7 @@ public sealed class LlamaTransformer : TransformerModel
         using var scope = NewDisposeScope();
         long T = inputIds.shape[1];
         Device device = inputIds.device;
-        ScalarType dtype = Model.TokenEmbedding.weight!.dtype;
+        ScalarType dtype = ComputeType ?? Model.TokenEmbedding.weight!.dtype;   // q and k's type: rotary in bf16 under mixed precision
         // Positions 0..T-1 even under left padding, as Hugging Face's forward does without explicit position_ids.
         var cosSin = rotary.CosSin(T, device, dtype);                            // 2 × (T, hs)
         // With activation checkpointing a layer runs again during backward, after this scope has freed the masks
@@ -232,7 +232,7 @@ public sealed class LlamaTransformer : TransformerModel
         CheckDecoding(cache, Model.Layers.Count);
         Device device = inputIds.device;
         var (positions, realKeys) = cache.Begin(attentionMask, T);              // (B, T), (B, past + T)
-        var cosSin = rotary.CosSinAt(positions, Model.TokenEmbedding.weight!.dtype);   // 2 × (B, 1, T, hs)
+        var cosSin = rotary.CosSinAt(positions, ComputeType ?? Model.TokenEmbedding.weight!.dtype);   // 2 × (B, 1, T, hs)
         var masks = new LayerMasks(w => AttentionMasks.Decoder(realKeys, past, T, w, device));
         Tensor x = Body(inputIds, () => cosSin, masks, cache);                  // (B, T, C)
         cache.Commit(T);
@@ -256,7 +256,7 @@ public sealed class LlamaTransformer : TransformerModel
 
     Tensor LmHeadLogits(Tensor x) => LmHead is not null
         ? LmHead.call(x)                                                          // (B, T, vocab)
-        : F.linear(x, Model.TokenEmbedding.weight!);                              // tied: x · embed_tokensᵀ
+        : MixedPrecision.Linear(x, Model.TokenEmbedding.weight!, null, ComputeType);   // tied: x · embed_tokensᵀ
 
     /// <summary>
     /// The attention mask of each window size a layer uses (full causal, and Mistral's / Qwen2's sliding window),

@@ -59,6 +59,24 @@ public abstract partial class TransformerModel : nn.Module
     /// <summary>A cache made for this model: one buffer per layer, on the model's device.</summary>
     public KeyValueCache NewCache(long batch, long capacity) => new(Config.NumLayers, batch, capacity, Device);
 
+    /// <summary>
+    /// fp32, or bf16 mixed precision (<see cref="Nn.Precision.Bf16"/>): sets every linear's compute type, the LM
+    /// head's and attention's. Weights stay float32 either way; outputs (logits) come in the compute type.
+    /// </summary>
+    public Precision Precision
+    {
+        get => precision;
+        set
+        {
+            precision = value;
+            foreach (var (_, linear) in NamedLinears()) linear.ComputeType = MixedPrecision.ComputeType(value);
+        }
+    }
+    Precision precision;
+
+    /// <summary>The compute type of matrix products that are not a <see cref="TunableLinear"/> (tied LM heads); null: float32.</summary>
+    protected ScalarType? ComputeType => MixedPrecision.ComputeType(precision);
+
     /// <summary>Where the model's weights are (see <see cref="ComputeDevice"/>); inputs must be moved there.</summary>
     public Device Device => parameters().First().device;
 

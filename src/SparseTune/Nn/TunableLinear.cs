@@ -59,6 +59,12 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
     /// <summary>The attached adapter, or null for a plain linear layer.</summary>
     public ILinearAdapter? Adapter { get; set; }
 
+    /// <summary>
+    /// The type this layer's matrix products run in (bf16 under mixed precision, set by
+    /// <see cref="Models.TransformerModel.Precision"/>); null: the weight's own type. Adapters compute with it too.
+    /// </summary>
+    public ScalarType? ComputeType { get; set; }
+
     public TunableLinear(long inFeatures, long outFeatures, bool hasBias = true) : base(nameof(TunableLinear))
     {
         weight = new Parameter(empty(outFeatures, inFeatures));
@@ -77,7 +83,7 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
     public long OutFeatures => weight.shape[0];
 
     public override Tensor forward(Tensor x) =>
-        Adapter is null ? nn.functional.linear(x, weight, bias) : Adapter.Forward(this, x);
+        Adapter is null ? MixedPrecision.Linear(x, weight, bias, ComputeType) : Adapter.Forward(this, x);
 
     /// <summary>
     /// Physically removes output features: keeps rows <paramref name="rows"/> (int64 indices) of W and b. The

@@ -283,7 +283,7 @@ public static class FineTuneJob
             using var scope = NewDisposeScope();
             using var batch = eval.Build(indices).ToTrainingBatch().To(model.Device);
             using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-            metrics.AddBatch(output.Logits.cpu(), batch.Labels.cpu());
+            metrics.AddBatch(output.Logits.cpu().to_type(ScalarType.Float32), batch.Labels.cpu());
         }
         return metrics.Compute();
     }

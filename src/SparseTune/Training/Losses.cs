@@ -13,14 +13,19 @@ public static class Losses
     /// ε of torch's label smoothing for the cross-entropy losses, (1 − ε)·NLL + ε·mean over classes of −log p (PST's NLG
     /// script trains with 0.1); regression ignores it.
     /// </param>
-    public static Tensor Compute(TaskKind task, ModelOutput output, Tensor labels, double labelSmoothing = 0) => task switch
+    /// <remarks>The loss and its reduction run in float32 whatever the logits' type (bf16 under mixed precision).</remarks>
+    public static Tensor Compute(TaskKind task, ModelOutput output, Tensor labels, double labelSmoothing = 0)
     {
-        TaskKind.Classification => nn.functional.cross_entropy(output.Logits, labels, label_smoothing: labelSmoothing),
-        TaskKind.Regression => nn.functional.mse_loss(output.Logits.squeeze(-1), labels),
-        TaskKind.CausalLM => NextTokenLoss(output.Logits, labels, labelSmoothing),
-        TaskKind.MaskedLM => nn.functional.cross_entropy(output.Logits.reshape(-1, output.Logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex, label_smoothing: labelSmoothing),
-        _ => throw new ArgumentOutOfRangeException(nameof(task)),
-    };
+        Tensor logits = output.Logits.dtype == ScalarType.BFloat16 ? output.Logits.to_type(ScalarType.Float32) : output.Logits;
+        return task switch
+        {
+            TaskKind.Classification => nn.functional.cross_entropy(logits, labels, label_smoothing: labelSmoothing),
+            TaskKind.Regression => nn.functional.mse_loss(logits.squeeze(-1), labels),
+            TaskKind.CausalLM => NextTokenLoss(logits, labels, labelSmoothing),
+            TaskKind.MaskedLM => nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex, label_smoothing: labelSmoothing),
+            _ => throw new ArgumentOutOfRangeException(nameof(task)),
+        };
+    }
 
     /// <summary>
     /// Mean cross-entropy of predicting token t+1 from position t, skipping ignored labels. The labels move one

@@ -87,6 +87,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         tuner.Attach(model);
         model.GradientCheckpointing = options.GradientCheckpointing;
+        model.Precision = options.Precision;
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();

@@ -37,6 +37,8 @@ public sealed record TrainingOptions
     public string? ResumeFrom { get; init; }
     /// <summary>Recompute each transformer block in backward instead of keeping its activations (every method).</summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>fp32, or bf16 mixed precision (<see cref="Nn.Precision"/>): matrix products in bf16, master weights, loss and AdamW in float32.</summary>
+    public Nn.Precision Precision { get; init; }
     /// <summary>
     /// Modules trained in full beside the method's own tensors, for every method (PEFT's modules_to_save, SIFT's
     /// exception modules), matched as PEFT does. Null: the task head for classification, nothing for a language model.

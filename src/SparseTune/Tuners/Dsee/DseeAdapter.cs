@@ -81,14 +81,14 @@ public sealed class DseeBlock : IDisposable
     }
 
     /// <summary>B·A + S⊙Ω for input <paramref name="x"/> (…, in): (…, rows), unscaled. S's path is a gather and an index_add.</summary>
-    internal Tensor Path(Tensor x)
+    internal Tensor Path(Tensor x, ScalarType? compute = null)
     {
-        Tensor z = F.linear(F.linear(x, A), B);                                  // (…, in) → (…, r) → (…, rows)
+        Tensor z = MixedPrecision.Linear(MixedPrecision.Linear(x, A, null, compute), B, null, compute);   // (…, in) → (…, r) → (…, rows)
         if (supportRows is not null && support.Length > 0)
         {
             long last = x.dim() - 1;
             using Tensor picked = x.index_select(last, supportColumns!).mul(Values);   // (…, N): x[col_i]·s_i
-            z.index_add_(last, supportRows, picked, 1.0);                                // z[row_i] += x[col_i]·s_i
+            z.index_add_(last, supportRows, MixedPrecision.To(picked, z.dtype), 1.0);   // z[row_i] += x[col_i]·s_i
         }
         return z;
     }
@@ -193,11 +193,11 @@ public sealed class DseeAdapter : ILinearAdapter
     public Tensor Forward(TunableLinear layer, Tensor x)
     {
         using var scope = NewDisposeScope();
-        Tensor result = F.linear(x, layer.weight, layer.bias);
+        Tensor result = MixedPrecision.Linear(x, layer.weight, layer.bias, layer.ComputeType);
         if (Merged) return result.MoveToOuterDisposeScope();
         long last = x.dim() - 1;
         foreach (var block in blocks)
-            result.narrow(last, block.RowStart, block.Rows).add_(block.Path(x), Scaling);
+            result.narrow(last, block.RowStart, block.Rows).add_(block.Path(x, layer.ComputeType), Scaling);
         return result.MoveToOuterDisposeScope();
     }
 

@@ -59,10 +59,11 @@ public sealed class LoraAdapter : ILinearAdapter
     public Tensor Forward(TunableLinear layer, Tensor x)
     {
         using var scope = NewDisposeScope();
-        Tensor result = F.linear(x, layer.weight, layer.bias);
+        var compute = layer.ComputeType;
+        Tensor result = MixedPrecision.Linear(x, layer.weight, layer.bias, compute);
         if (Merged) return result.MoveToOuterDisposeScope();
         Tensor input = layer.training && DropoutProbability > 0 ? F.dropout(x, DropoutProbability, training: true) : x;
-        Tensor lowRank = F.linear(F.linear(input, LoraA), LoraB);   // (…, in) → (…, r) → (…, out)
+        Tensor lowRank = MixedPrecision.Linear(MixedPrecision.Linear(input, LoraA, null, compute), LoraB, null, compute);   // (…, in) → (…, r) → (…, out)
         if (layer.training && OutputObserver is { } observe)
             using (no_grad())
                 observe(result.detach(), lowRank.detach().mul(Scaling));

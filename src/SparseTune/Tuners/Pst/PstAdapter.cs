@@ -206,11 +206,13 @@ public sealed class PstAdapter : ILinearAdapter
     public Tensor Forward(TunableLinear layer, Tensor x)
     {
         Tensor keep = Mask(layer);
+        // Under mixed precision the products run in bf16; the mask, scores and factors stay float32.
+        if (layer.ComputeType is { } compute) x = MixedPrecision.To(x, compute);
         if (is_grad_enabled() && TrainableParameters().Any(p => p.Parameter.requires_grad))
             return PstLinearFunction.apply([x, layer.weight, layer.bias!, keep, .. AllFactors, this]);
         using var scope = NewDisposeScope();
         Tensor weight = Effective(layer.weight, AllFactors, groups.Count, (float)UpdateScale).mul_(keep);
-        return F.linear(x, weight, layer.bias).MoveToOuterDisposeScope();
+        return MixedPrecision.Linear(x, weight, layer.bias, x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>(W + β·U·V) ⊙ M − W at the current sparsity, shaped like W; no autograd history.</summary>

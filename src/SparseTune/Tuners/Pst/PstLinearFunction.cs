@@ -1,3 +1,4 @@
+using SparseTune.Nn;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -50,7 +51,7 @@ public sealed class PstLinearFunction : SingleTensorFunction<PstLinearFunction>
         ctx.save_data("x_requires_grad", x.requires_grad);
         using var scope = NewDisposeScope();
         Tensor masked = PstAdapter.Effective(weight, factors, adapter.MaskGroups, (float)adapter.UpdateScale).mul_(mask);   // (W + βUV) ⊙ M
-        return nn.functional.linear(x, masked, bias).MoveToOuterDisposeScope();
+        return MixedPrecision.Linear(x, masked, bias, x.dtype).MoveToOuterDisposeScope();   // x's type: bf16 under mixed precision
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
@@ -72,9 +73,9 @@ public sealed class PstLinearFunction : SingleTensorFunction<PstLinearFunction>
         if (inputNeedsGrad)
         {
             using var masked = effective.mul(mask);
-            gradInput = g.mm(masked).view(x.shape);                          // (…, in)
+            gradInput = g.mm(MixedPrecision.To(masked, x.dtype)).view(x.shape);   // (…, in)
         }
-        Tensor gradMasked = g.t().mm(x2d);                                   // G (out, in)
+        Tensor gradMasked = MixedPrecision.To(g.t().mm(x2d), weight.dtype);  // G (out, in), float32 from here on
         Tensor gradScore = gradMasked.mul(effective);                        // ∂L/∂S = G ⊙ W'
         Tensor gradEffective = gradMasked.mul_(mask).addcmul_(gradScore, effective.sign_(), 1);  // G⊙M + ∂L/∂S⊙sign(W')
 

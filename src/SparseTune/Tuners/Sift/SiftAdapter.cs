@@ -77,8 +77,9 @@ public sealed class SiftAdapter : ILinearAdapter
     /// <summary>SIFT writes its update into W after every step: W already is the tuned weight.</summary>
     public bool DeltaInBaseWeight => true;
 
+    /// <remarks>Under mixed precision the function receives x in the compute type and runs its products in it.</remarks>
     public Tensor Forward(TunableLinear layer, Tensor x) =>
-        SparseGradientLinear.apply(x, layer.weight, layer.bias!, Values, BiasValues!, this);
+        SparseGradientLinear.apply(layer.ComputeType is { } compute ? MixedPrecision.To(x, compute) : x, layer.weight, layer.bias!, Values, BiasValues!, this);
 
     /// <summary>The next <paramref name="batches"/> backward passes choose the indices instead of training.</summary>
     public void BeginSelection(int batches)

@@ -1,3 +1,4 @@
+using SparseTune.Nn;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -30,7 +31,7 @@ public sealed class SparseGradientLinear : SingleTensorFunction<SparseGradientLi
         ctx.save_for_backward(bias is null ? [x, weight] : [x, weight, bias]);
         ctx.save_data("adapter", vars[5]);
         ctx.save_data("x_requires_grad", x.requires_grad);
-        return nn.functional.linear(x, weight, bias);
+        return MixedPrecision.Linear(x, weight, bias, x.dtype);   // x's type: bf16 under mixed precision
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
@@ -45,9 +46,10 @@ public sealed class SparseGradientLinear : SingleTensorFunction<SparseGradientLi
         Tensor gradOut2d = gradOutput.reshape(-1, outFeatures);                 // (N, out)
         Tensor x2d = x.reshape(-1, inFeatures);                                 // (N, in)
 
-        Tensor? gradInput = inputNeedsGrad ? gradOut2d.mm(weight).view(x.shape) : null;   // (…, in)
-        Tensor denseWeightGrad = gradOut2d.t().mm(x2d);                         // (out, in), this layer only
-        Tensor? denseBiasGrad = adapter.BiasComponents > 0 ? gradOut2d.sum(dim: 0) : null;   // (out)
+        // Under mixed precision the products run in x's type (bf16) and the gradients SIFT keeps are float32.
+        Tensor? gradInput = inputNeedsGrad ? gradOut2d.mm(MixedPrecision.To(weight, x.dtype)).view(x.shape) : null;   // (…, in)
+        Tensor denseWeightGrad = MixedPrecision.To(gradOut2d.t().mm(x2d), weight.dtype);   // (out, in), this layer only
+        Tensor? denseBiasGrad = adapter.BiasComponents > 0 ? MixedPrecision.To(gradOut2d.sum(dim: 0), weight.dtype) : null;   // (out)
         // (k), (k_b), or nulls while selecting; the adapter may keep or overwrite the dense gradients, the scope frees them.
         var (gradValues, gradBiasValues) = adapter.ConsumeDenseGradient(denseWeightGrad, denseBiasGrad, weight, bias);
 
