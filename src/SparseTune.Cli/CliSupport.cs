@@ -46,6 +46,17 @@ public static class CliSupport
         DefaultValueFactory = _ => "cpu",
     };
 
+    /// <summary>--precision for a command that runs a model (see <see cref="SparseTune.Nn.Precision"/>).</summary>
+    public static Option<string> PrecisionOption() => new("--precision")
+    {
+        Description = "fp32, or bf16 mixed precision (matrix products in bfloat16; weights, norms, loss and optimizer in float32), or auto (bf16 where this CPU's bf16 matrix products are natively faster).",
+        DefaultValueFactory = _ => "fp32",
+    };
+
+    /// <summary>The precision an option names, "auto" decided by measuring (once per process).</summary>
+    public static SparseTune.Nn.Precision ParsePrecision(string? text) =>
+        SparseTune.Nn.MixedPrecision.Parse(text ?? "fp32");
+
     /// <summary>Checks a required folder exists before any work starts.</summary>
     public static string ExistingDirectory(string? path, string option)
     {

@@ -26,6 +26,7 @@ public sealed record EvalOptions
     public string? OutputFile { get; init; }
     /// <summary>cpu, cuda or auto.</summary>
     public string Device { get; init; } = "cpu";
+    public Precision Precision { get; init; }
 
     public IReadOnlyList<string> Problems()
     {
@@ -63,11 +64,12 @@ public static class EvalCommand
         var tokenize = new Option<BleuTokenizer>("--bleu-tokenize") { Description = "BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
         var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
         var output = new Option<string?>("--output") { Description = "Predictions JSONL to write (meaning_representation, prediction, references, …).", DefaultValueFactory = _ => "predictions.jsonl" };
         var command = new Command("eval", "Generate from E2E meaning representations and report corpus BLEU (E2E NLG data only).")
         {
-            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output, device,
+            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output, device, precision,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -90,6 +92,7 @@ public static class EvalCommand
                 SkipBadRows = parse.GetValue(skipBad),
                 OutputFile = string.IsNullOrWhiteSpace(parse.GetValue(output)) ? null : parse.GetValue(output),
                 Device = parse.GetValue(device)!,
+                Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
             };
             var result = Run(options, Console.Error.WriteLine);
             var b = result.Bleu;
@@ -116,6 +119,7 @@ public static class EvalCommand
 
         using TransformerModel net = TextGenerator.LoadCausalLM(options.ModelDirectory, options.AdapterDirectory, log);
         net.to(ComputeDevice.Resolve(options.Device, log));
+        net.Precision = options.Precision;
 
         int every = Math.Max(1, groups.Count / 10);
         var progress = new SynchronousProgress(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });

@@ -48,6 +48,7 @@ public static class FinetuneCommand
         var adamEpsilon = new Option<double>("--adam-epsilon") { DefaultValueFactory = _ => 1e-8, Description = "AdamW's ε." + MethodDefaultsNote };
         var labelSmoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0.0, Description = "Label smoothing of the cross-entropy loss (every method)." + MethodDefaultsNote };
         var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
@@ -72,7 +73,7 @@ public static class FinetuneCommand
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
             maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
-            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device,
+            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device, precision,
         };
         methodFlags.AddTo(command);
         command.SetAction(parse => CliSupport.Run(parse, () =>
@@ -124,6 +125,7 @@ public static class FinetuneCommand
                     EvaluateBaseline = !parse.GetValue(noBaseline),
                     OutputDirectory = outputDir,
                     GradientCheckpointing = parse.GetValue(checkpointing),
+                    Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
                     TrainedModules = List(modulesToSave),
                 },
                 MethodOptions = methodFlags.Bind(parse, descriptor),

@@ -19,20 +19,21 @@ public static class ForwardCommand
         var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (B,T) and optional attention_mask, token_type_ids.", Required = true };
         var output = new Option<string>("--output") { Description = "safetensors file to write logits and last_hidden_state to.", Required = true };
         var device = CliSupport.DeviceOption();
-        var command = new Command("forward", "Run a model forward on token ids and save logits and hidden states.") { model, inputs, output, device };
+        var precision = CliSupport.PrecisionOption();
+        var command = new Command("forward", "Run a model forward on token ids and save logits and hidden states.") { model, inputs, output, device, precision };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             string modelDir = CliSupport.ExistingDirectory(parse.GetValue(model), "--model");
             string inputFile = CliSupport.ExistingFile(parse.GetValue(inputs), "--inputs");
             string outputFile = parse.GetValue(output)!;
-            Run(modelDir, inputFile, outputFile, ComputeDevice.Resolve(parse.GetValue(device)!, Console.Error.WriteLine));
+            Run(modelDir, inputFile, outputFile, ComputeDevice.Resolve(parse.GetValue(device)!, Console.Error.WriteLine), CliSupport.ParsePrecision(parse.GetValue(precision)));
             Console.WriteLine($"wrote logits and last_hidden_state to {outputFile}");
             return 0;
         }));
         return command;
     }
 
-    public static void Run(string modelDir, string inputFile, string outputFile, Device? device = null)
+    public static void Run(string modelDir, string inputFile, string outputFile, Device? device = null, Precision precision = Precision.Fp32)
     {
         using var scope = NewDisposeScope();
         var tensors = SafeTensors.Load(inputFile);
@@ -61,6 +62,7 @@ public static class ForwardCommand
                 throw new InvalidDataException($"{inputFile}: token_type_ids outside [0, {bert.TypeVocabSize}) (type_vocab_size): min {minType}, max {maxType}");
         }
         using var _ = no_grad();
+        net.Precision = precision;
         if (device is not null)
         {
             net.to(device);

@@ -24,6 +24,7 @@ public sealed record GenerateOptions
     public string? OutputFile { get; init; }
     /// <summary>cpu, cuda or auto.</summary>
     public string Device { get; init; } = "cpu";
+    public Precision Precision { get; init; }
 
     public IReadOnlyList<string> Problems()
     {
@@ -101,11 +102,12 @@ public static class GenerateCommand
         var noTemplate = new Option<bool>("--no-template") { Description = "Do not wrap prompts in the template stored beside an instruction-tuned model." };
         var batchSize = new Option<int>("--batch-size") { Description = "Prompts decoded together.", DefaultValueFactory = _ => 8 };
         var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var output = new Option<string?>("--output") { Description = "Also write prompt, completion and counts as JSONL to this file." };
         var command = new Command("generate", "Complete prompts with a causal language model (GPT-2, LLaMA, Qwen2, Mistral).")
         {
             model, adapter, prompt, prompts, maxNew, sample, temperature, topK, topP, repetition, noRepeat, beams, lengthPenalty,
-            seed, stop, noCache, noTemplate, batchSize, output, device,
+            seed, stop, noCache, noTemplate, batchSize, output, device, precision,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -136,6 +138,7 @@ public static class GenerateCommand
                 BatchSize = parse.GetValue(batchSize),
                 OutputFile = parse.GetValue(output),
                 Device = parse.GetValue(device)!,
+                Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
             };
             Run(options, Console.Out, Console.Error.WriteLine);
             return 0;
@@ -151,6 +154,7 @@ public static class GenerateCommand
         var prompts = options.AllPrompts();
 
         using var generator = TextGenerator.Load(options.ModelDirectory, options.AdapterPath, log, ComputeDevice.Resolve(options.Device, log));
+        generator.Model.Precision = options.Precision;
         if (!options.UseTemplate) generator.Template = null;
         else if (generator.Template is { } template) log?.Invoke($"prompts are wrapped in the {template.Name} template stored with the model (--no-template: as typed)");
         foreach (string p in prompts)
