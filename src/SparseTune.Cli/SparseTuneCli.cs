@@ -24,6 +24,7 @@ public static class SparseTuneCli
         root.Subcommands.Add(MergeCommand.Create());
         root.Subcommands.Add(PretrainCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
+        root.Subcommands.Add(PredictCommand.Create());
         return root;
     }
 
