@@ -13,7 +13,7 @@ namespace SparseTune.Inference;
 /// <summary>Options of a <see cref="ClassificationPredictor"/>; the defaults are finetune's.</summary>
 public sealed record PredictorOptions
 {
-    /// <summary>Most tokens of an example, special tokens included; longer texts are cut as in training (<see cref="ClassificationDataOptions.MaxLength"/>).</summary>
+    /// <summary>Most tokens of an example, special tokens included, capped at the model's positions; longer texts are cut as in training (<see cref="ClassificationDataOptions.MaxLength"/>).</summary>
     public int MaxLength { get; init; } = 128;
 
     /// <summary>Examples per forward pass.</summary>
@@ -82,14 +82,13 @@ public sealed class ClassificationPredictor : IDisposable
         var problems = Options.Problems().ToList();
         if (model.Head != ModelHead.SequenceClassification || model.Config.NumLabels == 0)
             problems.Add($"the model is a {model.Head} model, not a classification or regression model");
-        if (Options.MaxLength > UsablePositions(model.Config))
-            problems.Add($"--max-length {Options.MaxLength} exceeds the model's {UsablePositions(model.Config)} positions (max_position_embeddings)");
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         this.model = model;
         this.encoder = encoder;
         this.ownsModel = ownsModel;
         labels = model.Config.Id2Label!.OrderBy(p => int.Parse(p.Key, System.Globalization.CultureInfo.InvariantCulture)).Select(p => p.Value).ToArray();
         IsRegression = IsRegressionConfig(model.Config);
+        MaxLength = Math.Min(Options.MaxLength, UsablePositions(model.Config));
         model.eval();
     }
 
@@ -145,6 +144,9 @@ public sealed class ClassificationPredictor : IDisposable
 
     public PredictorOptions Options { get; }
 
+    /// <summary>Tokens per example: <see cref="PredictorOptions.MaxLength"/>, capped at the positions the model has (a longer input could not run).</summary>
+    public int MaxLength { get; }
+
     public TransformerModel Model => model;
 
     /// <summary>Class names in id order (id2label); for regression the head's single name.</summary>
@@ -162,13 +164,13 @@ public sealed class ClassificationPredictor : IDisposable
     /// <summary>One prediction per text, in order.</summary>
     /// <exception cref="ArgumentException">A text is null, empty or only white space.</exception>
     public IReadOnlyList<Prediction> Predict(IEnumerable<string> texts) =>
-        PredictExamples(texts.Select((text, i) => new Example(Truncation.EncodeSingle(encoder, Checked(text, i), Options.MaxLength))).ToList());
+        PredictExamples(texts.Select((text, i) => new Example(Truncation.EncodeSingle(encoder, Checked(text, i), MaxLength))).ToList());
 
     /// <summary>One prediction per text pair (sentence1, sentence2), in order; pairs are cut longest-first as in training.</summary>
     public IReadOnlyList<Prediction> PredictPairs(IEnumerable<(string Text, string Pair)> pairs) =>
         PredictExamples(pairs.Select((p, i) =>
         {
-            var (ids, types) = Truncation.EncodePair(encoder, Checked(p.Text, i), Checked(p.Pair, i), Options.MaxLength);
+            var (ids, types) = Truncation.EncodePair(encoder, Checked(p.Text, i), Checked(p.Pair, i), MaxLength);
             return new Example(ids, types);
         }).ToList());
 
@@ -234,7 +236,7 @@ public sealed class ClassificationPredictor : IDisposable
         if (File.ReadLines(path).All(string.IsNullOrWhiteSpace)) throw new InvalidDataException($"{path}: the file is empty: no rows to predict");
         var data = ClassificationData.Load(path, encoder, columns with
         {
-            MaxLength = Options.MaxLength,
+            MaxLength = this.MaxLength,
             LabelOptional = true,
             IdColumn = columns.IdColumn ?? "id",
             Regression = IsRegression,
