@@ -48,6 +48,11 @@ public static class FinetuneCommand
         var adamEpsilon = new Option<double>("--adam-epsilon") { DefaultValueFactory = _ => 1e-8, Description = "AdamW's ε." + MethodDefaultsNote };
         var labelSmoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0.0, Description = "Label smoothing of the cross-entropy loss (every method)." + MethodDefaultsNote };
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
+        var patience = new Option<int?>("--early-stopping-patience")
+        {
+            Description = "Stop when the main eval metric (accuracy, pearson; perplexity for a language model) has not improved for N evaluations in a row (needs --eval and --eval-every). Only evaluations after the method's last structural change (pruning, sparsity schedule, index selection) count.",
+        };
+        var keepBest = new Option<bool>("--keep-best") { Description = "Ship the weights of the best evaluation, not the last (needs --eval and --eval-every; candidates as for --early-stopping-patience)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
         var resume = new Option<string?>("--resume") { Description = "Continue from OUTPUT/checkpoint of an interrupted run (same options)." };
@@ -70,7 +75,7 @@ public static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
-            maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
+            maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, patience, keepBest, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
             skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave,
         };
         methodFlags.AddTo(command);
@@ -116,6 +121,8 @@ public static class FinetuneCommand
                     AdamEpsilon = parse.GetValue(adamEpsilon),
                     LabelSmoothing = parse.GetValue(labelSmoothing),
                     EvalEvery = parse.GetValue(evalEvery),
+                    EarlyStoppingPatience = parse.GetValue(patience),
+                    KeepBest = parse.GetValue(keepBest),
                     SaveEvery = parse.GetValue(saveEvery),
                     Seed = parse.GetValue(seed),
                     ResumeFrom = parse.GetValue(resume),
@@ -157,6 +164,9 @@ public static class FinetuneCommand
         }
         console.Write(table);
         console.MarkupLine($"train loss {report.TrainLossFirst:0.0000} → {report.TrainLossLast:0.0000}; {report.Steps} steps, {report.Tokens:N0} tokens in {report.WallSeconds:0.0} s ({report.TokensPerSecond:0} tokens/s)");
+        if (report.BestEval is { } best)
+            console.MarkupLine(Markup.Escape($"best evaluation: {best.Metric} {best.Value:0.0000} at step {best.Step}{(best.Kept ? " (its weights ship: --keep-best)" : "")}"
+                + (report.EarlyStopping is { Triggered: true, Step: var stop } ? $"; early stopping after step {stop}" : "")));
         foreach (var (what, path) in outcome.Outputs)
             console.MarkupLine($"{what}: {Markup.Escape(path)}");
     }

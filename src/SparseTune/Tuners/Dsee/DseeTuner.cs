@@ -99,6 +99,12 @@ public sealed class DseeTuner : Tuner
     /// <summary>Pruning changes W (exact zeros, or fewer heads); the dually sparse update alone does not.</summary>
     public override bool ModifiesBaseWeights => options.Prune != DseePruning.None;
 
+    /// <summary>W changes only at the pruning step; steps train A, B, S and the head.</summary>
+    public override bool StepsChangeBaseWeights => false;
+
+    /// <summary>After the one pruning step (from the start with --prune none).</summary>
+    public override bool HasFinalStructure => options.Prune == DseePruning.None || pruned;
+
     public IReadOnlyList<DseeModule> Modules => modules;
 
     /// <summary>True once the one pruning step has run.</summary>
