@@ -139,6 +139,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         {
             state = LoadCheckpoint(resumeFrom, null);
             if (state.Tracker is { } saved) tracker.Restore(saved);
+            if (options.KeepBest && tracker.BestStep is int bestSoFar && bestSoFar != state.Step && best.IsEmpty)
+                throw new InvalidDataException($"--resume: checkpoint {resumeFrom} holds no copy of the best evaluation's weights (step {bestSoFar}): it was written without --keep-best");
         }
         else
         {
