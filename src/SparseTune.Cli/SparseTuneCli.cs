@@ -25,6 +25,7 @@ public static class SparseTuneCli
         root.Subcommands.Add(PretrainCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(PredictCommand.Create());
         return root;
     }
 

@@ -50,6 +50,11 @@ public static class FinetuneCommand
         var device = CliSupport.DeviceOption();
         var precision = CliSupport.PrecisionOption();
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
+        var patience = new Option<int?>("--early-stopping-patience")
+        {
+            Description = "Stop when the main eval metric (accuracy, pearson; perplexity for a language model) has not improved for N evaluations in a row (needs --eval and --eval-every). Only evaluations after the method's last structural change (pruning, sparsity schedule, index selection) count.",
+        };
+        var keepBest = new Option<bool>("--keep-best") { Description = "Ship the weights of the best evaluation, not the last (needs --eval and --eval-every; candidates as for --early-stopping-patience)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed for initialisation, data order and dropout." };
         var resume = new Option<string?>("--resume") { Description = "Continue from OUTPUT/checkpoint of an interrupted run (same options)." };
@@ -72,7 +77,7 @@ public static class FinetuneCommand
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
-            maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
+            maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, patience, keepBest, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
             skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device, precision,
         };
         methodFlags.AddTo(command);
@@ -119,6 +124,8 @@ public static class FinetuneCommand
                     AdamEpsilon = parse.GetValue(adamEpsilon),
                     LabelSmoothing = parse.GetValue(labelSmoothing),
                     EvalEvery = parse.GetValue(evalEvery),
+                    EarlyStoppingPatience = parse.GetValue(patience),
+                    KeepBest = parse.GetValue(keepBest),
                     SaveEvery = parse.GetValue(saveEvery),
                     Seed = parse.GetValue(seed),
                     ResumeFrom = parse.GetValue(resume),
@@ -161,6 +168,9 @@ public static class FinetuneCommand
         }
         console.Write(table);
         console.MarkupLine($"train loss {report.TrainLossFirst:0.0000} → {report.TrainLossLast:0.0000}; {report.Steps} steps, {report.Tokens:N0} tokens in {report.WallSeconds:0.0} s ({report.TokensPerSecond:0} tokens/s)");
+        if (report.BestEval is { } best)
+            console.MarkupLine(Markup.Escape($"best evaluation: {best.Metric} {best.Value:0.0000} at step {best.Step}{(best.Kept ? " (its weights ship: --keep-best)" : "")}"
+                + (report.EarlyStopping is { Triggered: true, Step: var stop } ? $"; early stopping after step {stop}" : "")));
         foreach (var (what, path) in outcome.Outputs)
             console.MarkupLine($"{what}: {Markup.Escape(path)}");
     }

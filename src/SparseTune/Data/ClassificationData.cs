@@ -13,6 +13,18 @@ public sealed record ClassificationDataOptions
 
     public string LabelColumn { get; init; } = "label";
 
+    /// <summary>
+    /// The file may lack <see cref="LabelColumn"/> (prediction input): its examples then carry no label and the
+    /// dataset's <see cref="ClassificationDataset.HasLabels"/> is false. A file that has the column is read as usual.
+    /// </summary>
+    public bool LabelOptional { get; init; }
+
+    /// <summary>
+    /// A column naming each row (<see cref="Example.RowId"/>), used when the file has it; a row of such a file whose
+    /// id is missing or empty is a bad row. Null: none.
+    /// </summary>
+    public string? IdColumn { get; init; }
+
     /// <summary>Most tokens of an example, special tokens included. Longer texts lose tokens from their end (of the
     /// longer text first, for pairs); the special tokens around them stay.</summary>
     public int MaxLength { get; init; } = 128;
@@ -56,7 +68,8 @@ public static class ClassificationData
         if (options.MaxLength < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxLength must be at least 1");
         if (options.Regression && options.Labels is not null) throw new ArgumentException("Labels cannot be set for regression data");
         var table = TableFile.Read(path, options.Format);
-        var (textColumn, pairColumn) = ResolveColumns(table, options);
+        var (textColumn, pairColumn, labelColumn) = ResolveColumns(table, options);
+        string? idColumn = options.IdColumn is { } named && table.Columns.Contains(named) ? named : null;
         var bad = new BadRows(path, options.SkipBadRows);
         Dictionary<string, int>? fixedIds = null;
         if (options.Labels is { } fixedLabels)
@@ -65,19 +78,20 @@ public static class ClassificationData
             for (int i = 0; i < fixedLabels.Count; i++) fixedIds.TryAdd(fixedLabels[i], i);
         }
 
-        var rows = new List<(int Line, int[] Ids, int[]? Types, string Label, float Value)>();
+        var rows = new List<(int Line, int[] Ids, int[]? Types, string Label, float Value, string? RowId)>();
         foreach (var record in table.Records)
         {
             if (record.Error is not null) { bad.Report(record.Line, record.Error); continue; }
             var fields = record.Fields!;
             string? problem = null;
-            string? text = Field(fields, textColumn, isText: true, ref problem);
-            string? pair = pairColumn is null ? null : Field(fields, pairColumn, isText: true, ref problem);
-            string? label = Field(fields, options.LabelColumn, isText: false, ref problem);
-            if (problem is null && record.StructuredFields?.Contains(options.LabelColumn) == true)
+            string? rowId = idColumn is null ? null : Field(fields, idColumn, "id", ref problem);
+            string? text = Field(fields, textColumn, "text", ref problem);
+            string? pair = pairColumn is null ? null : Field(fields, pairColumn, "text", ref problem);
+            string? label = labelColumn is null ? "" : Field(fields, labelColumn, "label", ref problem);
+            if (problem is null && labelColumn is not null && record.StructuredFields?.Contains(labelColumn) == true)
                 problem = $"label {label} is a JSON {(label is "true" or "false" ? "boolean" : label![0] == '[' ? "list" : "object")}; labels are strings or integers";
             float value = 0;
-            if (problem is null)
+            if (problem is null && labelColumn is not null)
             {
                 if (options.Regression)
                 {
@@ -100,11 +114,11 @@ public static class ClassificationData
             int[] ids; int[]? types = null;
             if (pair is null) ids = Truncation.EncodeSingle(encoder, text!, options.MaxLength);
             else (ids, types) = Truncation.EncodePair(encoder, text!, pair, options.MaxLength);
-            rows.Add((record.Line, ids, types, label!, value));
+            rows.Add((record.Line, ids, types, label!, value, rowId));
         }
 
         IReadOnlyList<string> labels = options.Labels ?? [];
-        if (!options.Regression && fixedIds is null)
+        if (!options.Regression && fixedIds is null && labelColumn is not null)
         {
             var collected = CollectLabels(path, rows.Select(r => (r.Line, r.Label)).ToList(), bad, options.IdLabels);
             labels = collected.Names;
@@ -113,12 +127,15 @@ public static class ClassificationData
             rows.RemoveAll(r => r.Value < 0);
         }
 
-        var examples = rows.Select(r => new Example(r.Ids, r.Types, r.Value) { SourceLine = r.Line }).ToList();
-        return new ClassificationDataset(examples, labels, options.Regression, bad.Count, bad.Reasons);
+        var examples = rows.Select(r => new Example(r.Ids, r.Types, r.Value) { SourceLine = r.Line, RowId = r.RowId }).ToList();
+        return new ClassificationDataset(examples, labels, options.Regression, bad.Count, bad.Reasons) { HasLabels = labelColumn is not null };
     }
 
-    /// <summary>The text and pair columns: the options' or the defaults; a named column the file lacks throws.</summary>
-    static (string Text, string? Pair) ResolveColumns(TableFile table, ClassificationDataOptions options)
+    /// <summary>
+    /// The text, pair and label columns: the options' or the defaults; a named column the file lacks throws, except an
+    /// optional label column (then null).
+    /// </summary>
+    static (string Text, string? Pair, string? Label) ResolveColumns(TableFile table, ClassificationDataOptions options)
     {
         var columns = table.Columns;
         string listed = columns.Count == 0 ? "none" : string.Join(", ", columns);
@@ -130,18 +147,20 @@ public static class ClassificationData
             "" => null,
             var named => named,
         };
-        foreach (string? column in new[] { text, pair, options.LabelColumn })
+        string? label = options.LabelOptional && !columns.Contains(options.LabelColumn) ? null : options.LabelColumn;
+        foreach (string? column in new[] { text, pair, label })
             if (column is not null && !columns.Contains(column))
                 throw new DataFormatException(table.Path, 1, $"no column '{column}' (columns: {listed})");
-        return (text, pair);
+        return (text, pair, label);
     }
 
-    static string? Field(IReadOnlyDictionary<string, string?> fields, string column, bool isText, ref string? problem)
+    /// <summary>A row's field; <paramref name="what"/> ("text", "label", "id") names it in the problem. Texts are kept as they are, labels and ids trimmed.</summary>
+    static string? Field(IReadOnlyDictionary<string, string?> fields, string column, string what, ref string? problem)
     {
         if (problem is not null) return null;
         if (!fields.TryGetValue(column, out string? value) || value is null) { problem = $"missing field '{column}'"; return null; }
-        if (string.IsNullOrWhiteSpace(value)) { problem = isText ? $"empty text in '{column}'" : $"empty label in '{column}'"; return null; }
-        return isText ? value : value.Trim();
+        if (string.IsNullOrWhiteSpace(value)) { problem = $"empty {what} in '{column}'"; return null; }
+        return what == "text" ? value : value.Trim();
     }
 
     static bool IsInteger(string label, out long value) =>

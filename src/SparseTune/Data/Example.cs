@@ -9,6 +9,9 @@ public sealed record Example(int[] InputIds, int[]? TokenTypeIds = null, float L
 {
     /// <summary>Physical line (from 1) of the row or document the example came from; 0 when not from a file.</summary>
     public int SourceLine { get; init; }
+
+    /// <summary>The row's own name from the file's id column (<see cref="ClassificationDataOptions.IdColumn"/>); null when none.</summary>
+    public string? RowId { get; init; }
 }
 
 /// <summary>A loaded classification or regression file.</summary>
@@ -17,6 +20,9 @@ public sealed record Example(int[] InputIds, int[]? TokenTypeIds = null, float L
 public sealed record ClassificationDataset(IReadOnlyList<Example> Examples, IReadOnlyList<string> Labels, bool Regression,
     int SkippedRows, IReadOnlyList<string> SkippedReasons)
 {
+    /// <summary>False for a file read with <see cref="ClassificationDataOptions.LabelOptional"/> that has no label column: every Label is then 0 and meaningless.</summary>
+    public bool HasLabels { get; init; } = true;
+
     public Training.TaskKind Task => Regression ? Training.TaskKind.Regression : Training.TaskKind.Classification;
 }
 

@@ -35,6 +35,12 @@ public sealed class MetricSet
         _ => ["perplexity", "loss"],
     };
 
+    /// <summary>The metric that ranks evaluations (best model, early stopping): the first of <see cref="NamesOf"/>.</summary>
+    public static string MainMetric(TaskKind task) => NamesOf(task)[0];
+
+    /// <summary>Perplexity and loss improve downwards, every other metric upwards.</summary>
+    public static MetricGoal GoalOf(string metric) => metric is "perplexity" or "loss" ? MetricGoal.Minimize : MetricGoal.Maximize;
+
     /// <summary>Class labels and predicted classes (classification).</summary>
     public void AddClasses(IEnumerable<int> trueLabels, IEnumerable<int> predicted)
     {

@@ -59,6 +59,7 @@ public sealed record FineTuneOptions
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
         if (!File.Exists(TrainFile)) problems.Add($"--train: file not found: {TrainFile}");
         if (EvalFile is not null && !File.Exists(EvalFile)) problems.Add($"--eval: file not found: {EvalFile}");
+        if (EvalFile is null && Training.FollowsBestEvaluation) problems.Add(Training.BestEvaluationNeeds("an evaluation file: set --eval FILE"));
         if (MaxLength < 4) problems.Add("--max-length must be at least 4");
         // Only the chosen method's options are validated.
         if (MethodRegistry.Find(Method) is { } method) problems.AddRange(method.Problems(MethodOptions ?? method.DefaultOptions));
@@ -170,6 +171,8 @@ public static class FineTuneJob
             TrainLossLast = result.TrainLossLast,
             Eval = result.Eval,
             BaselineEval = result.BaselineEval,
+            BestEval = result.Best,
+            EarlyStopping = result.EarlyStopping,
             WeightSparsity = WeightSparsity(model),
             MethodReport = tuner.Report(model),
             Outputs = outputs,

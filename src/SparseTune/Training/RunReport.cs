@@ -24,6 +24,10 @@ public sealed record RunReport
     [JsonPropertyName("train_loss_last")] public double TrainLossLast { get; init; }
     [JsonPropertyName("eval")] public IReadOnlyDictionary<string, double> Eval { get; init; } = new Dictionary<string, double>();
     [JsonPropertyName("baseline_eval")] public IReadOnlyDictionary<string, double>? BaselineEval { get; init; }
+    /// <summary>The best evaluation during training and whether its weights ship (--keep-best); null without evaluations after the method's last structural change.</summary>
+    [JsonPropertyName("best_eval")] public BestEvaluation? BestEval { get; init; }
+    /// <summary>Patience, whether early stopping ended the run and after which step; null without --early-stopping-patience.</summary>
+    [JsonPropertyName("early_stopping")] public EarlyStoppingOutcome? EarlyStopping { get; init; }
     [JsonPropertyName("weight_sparsity")] public double WeightSparsity { get; init; }
     [JsonPropertyName("task")] public string Task { get; init; } = "";
     /// <summary>The method's own figures (<see cref="Tuners.Tuner.Report"/>), null for a method without any.</summary>

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using SparseTune.IO;
+using SparseTune.Metrics;
 using SparseTune.Models;
 using SparseTune.Nn;
 using SparseTune.Tuners;
@@ -34,11 +36,49 @@ public sealed record TrainingResult
     public IReadOnlyDictionary<string, double>? BaselineEval { get; init; }
     public required IReadOnlyList<(int Step, double Loss)> LossCurve { get; init; }
     public required IReadOnlyList<(int Step, IReadOnlyDictionary<string, double> Metrics)> EvalCurve { get; init; }
+    /// <summary>The best candidate evaluation during training (see <see cref="Tuner.HasFinalStructure"/>); null when there was none.</summary>
+    public BestEvaluation? Best { get; init; }
+    /// <summary>What early stopping did; null without --early-stopping-patience.</summary>
+    public EarlyStoppingOutcome? EarlyStopping { get; init; }
+}
+
+/// <summary>
+/// report.json's best_eval: the best evaluation during training by the task's main metric, among the candidates — the
+/// evaluations from <see cref="FirstCandidateStep"/> on, after the method's last structural change. <see cref="Kept"/>:
+/// the shipped weights are this evaluation's (--keep-best).
+/// </summary>
+public sealed record BestEvaluation
+{
+    [JsonPropertyName("step")] public required int Step { get; init; }
+    [JsonPropertyName("metric")] public required string Metric { get; init; }
+    [JsonPropertyName("value")] public required double Value { get; init; }
+    [JsonPropertyName("metrics")] public required IReadOnlyDictionary<string, double> Metrics { get; init; }
+    [JsonPropertyName("first_candidate_step")] public required int FirstCandidateStep { get; init; }
+    [JsonPropertyName("kept")] public required bool Kept { get; init; }
+    /// <summary>Bytes of the copy --keep-best held (0 without it).</summary>
+    [JsonPropertyName("snapshot_bytes")] public long SnapshotBytes { get; init; }
+}
+
+/// <summary>report.json's early_stopping: the patience, whether it stopped the run, and after which step.</summary>
+public sealed record EarlyStoppingOutcome
+{
+    [JsonPropertyName("patience")] public required int Patience { get; init; }
+    [JsonPropertyName("triggered")] public required bool Triggered { get; init; }
+    [JsonPropertyName("step")] public int? Step { get; init; }
 }
 
 /// <summary>
 /// The one training loop. Methods plug in through <see cref="Tuner"/> hooks; the loop itself knows nothing of
-/// LoRA, SIFT or masks. Read top to bottom: set-up → (resume) → baseline eval → steps → finish → final eval.
+/// LoRA, SIFT or masks. Read top to bottom: set-up → (resume) → baseline eval → steps → (best weights back) → finish →
+/// final eval.
+/// <para>
+/// Best evaluation and early stopping: every evaluation during training made while the method's structure is final
+/// (<see cref="Tuner.HasFinalStructure"/>) is a candidate, ranked by the task's main metric (<see cref="MetricSet.MainMetric"/>);
+/// a step that changes the trainable set (<see cref="Tuner.AfterOptimizerStep"/> true) forgets the best. With
+/// --early-stopping-patience N the run ends after N candidates in a row without improvement; with --keep-best the
+/// tensors training changes are copied at each new best and written back before <see cref="Tuner.Finish"/>. A checkpoint
+/// carries the best so far (and its copy), so a resumed run decides as the uninterrupted one.
+/// </para>
 /// </summary>
 public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, TrainingOptions options)
 {
@@ -61,6 +101,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     public TrainingResult Run(IBatchSource train)
     {
         var problems = options.Problems();
+        if (options.FollowsBestEvaluation && Evaluate is null) problems = [.. problems, options.BestEvaluationNeeds("an evaluation: set --eval FILE")];
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         Directory.CreateDirectory(options.OutputDirectory);
         using var guard = NativeCallGuard.Enter();
@@ -91,10 +132,16 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();
+        string mainMetric = MetricSet.MainMetric(task);
+        var tracker = new EarlyStopping(MetricSet.GoalOf(mainMetric), options.EarlyStoppingPatience);
+        using var best = new WeightSnapshot();
         IReadOnlyDictionary<string, double>? baseline = null;
         if (resumeFrom is not null)
         {
             state = LoadCheckpoint(resumeFrom, null);
+            if (state.Tracker is { } saved) tracker.Restore(saved);
+            if (options.KeepBest && tracker.BestStep is int bestSoFar && bestSoFar != state.Step && best.IsEmpty)
+                throw new InvalidDataException($"--resume: checkpoint {resumeFrom} holds no copy of the best evaluation's weights (step {bestSoFar}): it was written without --keep-best");
         }
         else
         {
@@ -127,7 +174,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         var schedule = StageSchedule(state.StageStart);
         model.train();
-        for (int step = startStep; step < totalSteps; step++)
+        for (int step = startStep; step < totalSteps && tracker.StoppedAtStep is null; step++)
         {
             var context = new TrainingStepContext(model, step, totalSteps);
             tuner.BeforeStep(context);
@@ -180,6 +227,11 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                     state.StageStart = step + 1;
                     schedule = StageSchedule(state.StageStart);
                 }
+                // A best taken before the change describes a model that no longer exists.
+                tracker.Reset();
+                best.Clear();
+                state.BestMetrics = null;
+                state.FirstCandidateStep = null;
             }
 
             state.Step = step + 1;
@@ -191,18 +243,39 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             Progress?.Report(new TrainingProgress("train", state.Step, totalSteps, stepLoss, lr, tokensPerSecond, StageStart: state.StageStart));
 
             if (options.EvalEvery > 0 && state.Step % options.EvalEvery == 0 && state.Step != totalSteps)
-                RunEvaluation(state, metricsLog, totalSteps);
+                Consider(RunEvaluation(state, metricsLog, totalSteps), copyIfBest: true);
             if (options.SaveEvery > 0 && state.Step % options.SaveEvery == 0)
             {
                 state.WallSeconds = wallBefore + stopwatch.Elapsed.TotalSeconds;
                 state.GradOptimizerBytes = gradOptimizerBytes;
                 state.Baseline = baseline;
+                state.Tracker = tracker.State;
                 SaveCheckpoint(state, optimizer);
             }
         }
 
         optimizer.Dispose();
         model.GradientCheckpointing = false;
+        bool bestKept = false;
+        long snapshotBytes = 0;
+        if (options.KeepBest)
+        {
+            // The state after the last step is a candidate too, unless it has just been evaluated (early stopping).
+            bool lastEvaluated = state.Evals.Count > 0 && state.Evals[^1].Step == state.Step;
+            if (!lastEvaluated && tuner.HasFinalStructure) Consider(RunEvaluation(state, metricsLog, totalSteps), copyIfBest: false);
+            if (tracker.BestStep is int bestStep)
+            {
+                snapshotBytes = best.Bytes;
+                if (bestStep != state.Step)
+                {
+                    best.RestoreInto(SnapshotTensors());
+                    Log?.Invoke($"--keep-best: the weights of step {bestStep} ship ({mainMetric} {tracker.BestValue:0.####}; step {state.Step}: {state.Evals[^1].Metrics.GetValueOrDefault(mainMetric):0.####})");
+                }
+                bestKept = true;
+            }
+            else Log?.Invoke("warning: --keep-best: no evaluation after the method's last structural change; the last weights ship");
+            best.Clear();
+        }
         // Finish first (final pruning, merges): the final evaluation scores the model the method ships.
         tuner.Finish(model);
         Finished?.Invoke(model);
@@ -223,7 +296,39 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             BaselineEval = baseline,
             LossCurve = state.Losses,
             EvalCurve = state.Evals,
+            Best = tracker.BestStep is int b
+                ? new BestEvaluation
+                {
+                    Step = b, Metric = mainMetric, Value = tracker.BestValue, Metrics = state.BestMetrics ?? new Dictionary<string, double>(),
+                    FirstCandidateStep = state.FirstCandidateStep ?? b, Kept = bestKept, SnapshotBytes = snapshotBytes,
+                }
+                : null,
+            EarlyStopping = options.EarlyStoppingPatience is int patience
+                ? new EarlyStoppingOutcome { Patience = patience, Triggered = tracker.StoppedAtStep is not null, Step = tracker.StoppedAtStep }
+                : null,
         };
+
+        // A candidate evaluation (the method's structure is final) updates the best and early stopping; a new best is copied under --keep-best.
+        void Consider(IReadOnlyDictionary<string, double> metrics, bool copyIfBest)
+        {
+            if (!metrics.TryGetValue(mainMetric, out double value))
+            {
+                if (options.FollowsBestEvaluation) throw new InvalidOperationException($"the evaluation gave no {mainMetric}: " + options.BestEvaluationNeeds($"it (the task's main metric)"));
+                return;
+            }
+            if (!tuner.HasFinalStructure) return;
+            state.FirstCandidateStep ??= state.Step;
+            switch (tracker.Observe(state.Step, value))
+            {
+                case EvaluationVerdict.Improved:
+                    state.BestMetrics = metrics;
+                    if (options.KeepBest && copyIfBest) best.Capture(SnapshotTensors());
+                    break;
+                case EvaluationVerdict.Stop:
+                    Log?.Invoke($"early stopping after step {state.Step}: {mainMetric} has not improved for {options.EarlyStoppingPatience} evaluations (best {tracker.BestValue:0.####} at step {tracker.BestStep})");
+                    break;
+            }
+        }
 
         AdamW NewOptimizer(AdamW? inheritFrom = null) =>
             new(tuner.TrainableParameters(), new AdamWOptions(Epsilon: options.AdamEpsilon, WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay, inheritFrom);
@@ -235,7 +340,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             Directory.CreateDirectory(temp);
             using (var scope = NewDisposeScope())
             {
-                SafeTensors.Save(Path.Combine(temp, "trainable.safetensors"), TrainedTensors());
+                SafeTensors.Save(Path.Combine(temp, "trainable.safetensors"), TrainedTensors(tuner.ModifiesBaseWeights));
+                if (!best.IsEmpty) SafeTensors.Save(Path.Combine(temp, BestFileName), best.Tensors);
                 SafeTensors.Save(Path.Combine(temp, "optimizer.safetensors"), opt.State());
                 var extra = tuner.ExtraState().ToList();
                 if (extra.Count > 0) SafeTensors.Save(Path.Combine(temp, "tuner.safetensors"), extra);
@@ -268,7 +374,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 var trained = SafeTensors.Load(Path.Combine(directory, "trainable.safetensors"));
                 using (no_grad())
                 {
-                    foreach (var (name, target) in TrainedTensors())
+                    foreach (var (name, target) in TrainedTensors(tuner.ModifiesBaseWeights))
                     {
                         if (!trained.TryGetValue(name, out var source))
                             throw new InvalidDataException($"--resume: checkpoint {directory} has no tensor {name}");
@@ -276,6 +382,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                     }
                 }
                 foreach (var t in trained.Values) t.Dispose();
+                string bestFile = Path.Combine(directory, BestFileName);
+                if (options.KeepBest && File.Exists(bestFile)) best.Adopt(SafeTensors.Load(bestFile));
             }
             else
             {
@@ -300,19 +408,30 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         return $"trainable params: {trainableCount:N0} || all params: {all:N0} || trainable%: {100.0 * trainableCount / Math.Max(1, all):0.0000}";
     }
 
+    /// <summary>The checkpoint's copy of the best evaluation's tensors (--keep-best).</summary>
+    const string BestFileName = "best.safetensors";
+
     /// <summary>
-    /// Tensors a checkpoint must hold to resume: the whole model when the method changes base weights (full
-    /// fine-tuning, SIFT's merged deltas), else only what trains (adapters, heads).
+    /// What trains, named as in checkpoints: the trainable tensors, and with <paramref name="wholeModel"/> every model
+    /// parameter ("model." + name). A checkpoint takes the whole model when the method changes base weights at all
+    /// (<see cref="Tuner.ModifiesBaseWeights"/>: full fine-tuning, SIFT's merged deltas, pruning).
     /// </summary>
-    IEnumerable<KeyValuePair<string, Tensor>> TrainedTensors()
+    IEnumerable<KeyValuePair<string, Tensor>> TrainedTensors(bool wholeModel)
     {
         var seen = new HashSet<string>();
-        if (tuner.ModifiesBaseWeights)
+        if (wholeModel)
             foreach (var (name, p) in model.named_parameters())
                 if (seen.Add("model." + name)) yield return new("model." + name, p);
         foreach (var (name, p) in tuner.TrainableParameters())
             if (seen.Add(name) && !seen.Contains("model." + name)) yield return new(name, p);
     }
+
+    /// <summary>
+    /// What --keep-best copies: the tensors optimizer steps change — the trainable ones, plus the whole model only when
+    /// steps write into base weights (<see cref="Tuner.StepsChangeBaseWeights"/>). The method's own state needs no copy:
+    /// candidates come after its last structural change, when that state no longer changes.
+    /// </summary>
+    IEnumerable<KeyValuePair<string, Tensor>> SnapshotTensors() => TrainedTensors(tuner.StepsChangeBaseWeights);
 
     IEnumerable<Action> SelectionBatches(IBatchSource train)
     {
@@ -364,6 +483,9 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         public long GradOptimizerBytes;
         public int? LastCheckpointStep;
         public IReadOnlyDictionary<string, double>? Baseline;
+        public EarlyStoppingState? Tracker;                      // best candidate so far and early stopping's count
+        public IReadOnlyDictionary<string, double>? BestMetrics; // every metric of the best candidate
+        public int? FirstCandidateStep;                          // first evaluation after the method's last structural change
         public List<(int Step, double Loss)> Losses = [];
         public List<(int Step, IReadOnlyDictionary<string, double> Metrics)> Evals = [];
 
@@ -378,6 +500,15 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             baseline = Baseline,
             losses = Losses.Select(l => new[] { l.Step, l.Loss }).ToList(),
             evals = Evals.Select(e => new { step = e.Step, metrics = e.Metrics }).ToList(),
+            best = Tracker is not { } t ? null : new
+            {
+                step = t.BestStep,
+                value = t.BestValue,
+                since_best = t.EvaluationsSinceBest,
+                stopped_at = t.StoppedAtStep,
+                first_candidate_step = FirstCandidateStep,
+                metrics = BestMetrics,
+            },
         };
 
         public static RunState FromJson(string json, string method, string directory)
@@ -402,6 +533,16 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 state.Losses.Add(((int)pair[0].GetDouble(), pair[1].GetDouble()));
             foreach (var e in root.GetProperty("evals").EnumerateArray())
                 state.Evals.Add((e.GetProperty("step").GetInt32(), e.GetProperty("metrics").Deserialize<Dictionary<string, double>>(JsonOutput.Options)!));
+            if (root.TryGetProperty("best", out var best) && best.ValueKind == JsonValueKind.Object)   // absent in checkpoints before early stopping
+            {
+                static int? Step(JsonElement e) => e.ValueKind == JsonValueKind.Number ? e.GetInt32() : null;
+                state.Tracker = new EarlyStoppingState(Step(best.GetProperty("step")),
+                    best.GetProperty("value") is { ValueKind: JsonValueKind.Number } v ? v.GetDouble() : double.NaN,
+                    best.GetProperty("since_best").GetInt32(), Step(best.GetProperty("stopped_at")));
+                state.FirstCandidateStep = Step(best.GetProperty("first_candidate_step"));
+                if (best.GetProperty("metrics").ValueKind == JsonValueKind.Object)
+                    state.BestMetrics = best.GetProperty("metrics").Deserialize<Dictionary<string, double>>(JsonOutput.Options);
+            }
             return state;
         }
     }

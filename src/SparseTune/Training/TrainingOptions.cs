@@ -26,6 +26,18 @@ public sealed record TrainingOptions
     public double LabelSmoothing { get; init; }
     /// <summary>Evaluate every N optimizer steps (0: only at the end).</summary>
     public int EvalEvery { get; init; }
+    /// <summary>
+    /// Stop when the main eval metric (<see cref="Metrics.MetricSet.MainMetric"/>) has not improved for this many evaluations
+    /// in a row (needs <see cref="EvalEvery"/>); null: train to the end. Only evaluations after the method's last structural
+    /// change count (<see cref="Tuners.Tuner.HasFinalStructure"/>).
+    /// </summary>
+    public int? EarlyStoppingPatience { get; init; }
+    /// <summary>
+    /// Ship the weights of the best evaluation, not the last (needs <see cref="EvalEvery"/>): the tensors training changes
+    /// are copied at each new best and restored before the method finishes; the state after the last step is evaluated
+    /// as a candidate too. Candidates as for <see cref="EarlyStoppingPatience"/>.
+    /// </summary>
+    public bool KeepBest { get; init; }
     /// <summary>Checkpoint every N optimizer steps (0: none).</summary>
     public int SaveEvery { get; init; }
     public int LogEvery { get; init; } = 10;
@@ -54,6 +66,16 @@ public sealed record TrainingOptions
         // Multiplicative gates a method learns (Light-PEFT's head and neuron masks): decay would pull them to 0.
         || parameterName.EndsWith("_mask", StringComparison.Ordinal);
 
+    /// <summary>True when early stopping or --keep-best follow the evaluations.</summary>
+    public bool FollowsBestEvaluation => EarlyStoppingPatience is not null || KeepBest;
+
+    /// <summary>"--keep-best needs …" (or "… and … need …"), naming the flags of <see cref="FollowsBestEvaluation"/> that are set.</summary>
+    public string BestEvaluationNeeds(string what)
+    {
+        var flags = new[] { EarlyStoppingPatience is not null ? "--early-stopping-patience" : null, KeepBest ? "--keep-best" : null }.OfType<string>().ToList();
+        return $"{string.Join(" and ", flags)} {(flags.Count > 1 ? "need" : "needs")} {what}";
+    }
+
     /// <summary>Every problem with the options, all at once (empty when valid).</summary>
     public IReadOnlyList<string> Problems()
     {
@@ -71,6 +93,8 @@ public sealed record TrainingOptions
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) problems.Add("--label-smoothing must be in [0, 1)");
         if (EvalEvery < 0) problems.Add("--eval-every must be ≥ 0");
         if (SaveEvery < 0) problems.Add("--save-every must be ≥ 0");
+        if (EarlyStoppingPatience is < 1) problems.Add("--early-stopping-patience must be at least 1");
+        if (FollowsBestEvaluation && EvalEvery == 0) problems.Add(BestEvaluationNeeds("evaluations during training: set --eval-every N"));
         if (TrainedModules is { Count: 0 } || TrainedModules?.Any(string.IsNullOrWhiteSpace) == true)
             problems.Add("--modules-to-save: name at least one module, and no empty names (leave it unset for the task head)");
         return problems;

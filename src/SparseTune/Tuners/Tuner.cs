@@ -47,6 +47,24 @@ public abstract class Tuner : IDisposable
     /// </summary>
     public virtual bool ModifiesBaseWeights => false;
 
+    /// <summary>
+    /// True when optimizer steps write into the base model's own weights (full fine-tuning; SIFT merges its values into W
+    /// after every step), so a copy of the trained state (--keep-best) must hold the whole model. False where W changes
+    /// only at a structural change or in <see cref="Finish"/> (PST, DSEE, Light-PEFT): then the trainable tensors suffice.
+    /// Default: <see cref="ModifiesBaseWeights"/>.
+    /// </summary>
+    public virtual bool StepsChangeBaseWeights => ModifiesBaseWeights;
+
+    /// <summary>
+    /// True when no structural change of the method lies ahead — no pruning, no step of a mask or sparsity schedule, no
+    /// choice of what trains — so that the model evaluated now is the one <see cref="Finish"/> would ship from the same
+    /// trainable tensors, and the method's own state (<see cref="ExtraState"/>) no longer changes. Only evaluations made
+    /// while this holds are candidates for --keep-best and count for early stopping: a copy of the tensors taken
+    /// before a structural change could not be restored after it. Asked after each evaluation. Default true (the
+    /// structure never changes).
+    /// </summary>
+    public virtual bool HasFinalStructure => true;
+
     /// <summary>The only tensors the optimizer gets, with names used for no-decay groups and checkpoints.</summary>
     public abstract IEnumerable<(string Name, Parameter Parameter)> TrainableParameters();
 

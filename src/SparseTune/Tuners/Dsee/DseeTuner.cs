@@ -35,7 +35,8 @@ public sealed record DseeModule(string Name, TunableLinear Layer, DseeAdapter Ad
 ///  • One run with one optimizer and one learning-rate schedule: the prune step is a share of the steps
 ///    (<see cref="DseeOptions.PruneAt"/>, a third as the RTE scripts' 5 + 10 epochs). The original re-tunes in a
 ///    second script (run_glue_prune_with_WAB.py) with a fresh AdamW and a fresh linear decay from the full learning
-///    rate, and keeps the best checkpoint by eval accuracy (load_best_model_at_end), not the last.
+///    rate, and keeps the best checkpoint by eval accuracy (load_best_model_at_end); here the last ships unless
+///    --keep-best (then the best evaluation after the pruning step: <see cref="HasFinalStructure"/>).
 ///  • GPT-2 is our extension (the original's GPT-2 part was never released): c_attn is fused, so the adapter
 ///    updates its query and value row blocks, each with its own A, B, S and Ω, exactly as separate q and v layers
 ///    would; in unstructured pruning c_attn's key block joins pool 1 and its q and v blocks pool 2. LLaMA-family
@@ -98,6 +99,12 @@ public sealed class DseeTuner : Tuner
 
     /// <summary>Pruning changes W (exact zeros, or fewer heads); the dually sparse update alone does not.</summary>
     public override bool ModifiesBaseWeights => options.Prune != DseePruning.None;
+
+    /// <summary>W changes only at the pruning step; steps train A, B, S and the head.</summary>
+    public override bool StepsChangeBaseWeights => false;
+
+    /// <summary>After the one pruning step (from the start with --prune none).</summary>
+    public override bool HasFinalStructure => options.Prune == DseePruning.None || pruned;
 
     public IReadOnlyList<DseeModule> Modules => modules;
 

@@ -91,6 +91,12 @@ public sealed class LightPeftTuner : Tuner
     /// <summary>The run ships the pruned model (model/), and checkpoints after the pruning hold its shapes.</summary>
     public override bool ModifiesBaseWeights => true;
 
+    /// <summary>W changes only at the pruning; steps train the LoRA, the masks and the head.</summary>
+    public override bool StepsChangeBaseWeights => false;
+
+    /// <summary>After the pruning (stage all); stage estimate prunes nothing, and Finish folds the masks without changing the function.</summary>
+    public override bool HasFinalStructure => options.Stage != LightPeftStage.All || pruned;
+
     /// <summary>The LoRA inside (its modules shrink and disappear with the pruning).</summary>
     public LoraTuner Lora => lora ?? throw new InvalidOperationException("LightPeftTuner: Attach first");
 

@@ -87,6 +87,12 @@ public sealed class PstTuner : Tuner
     public override PstOptions Options => options;
     public override bool ModifiesBaseWeights => true;
 
+    /// <summary>W changes only in <see cref="Finish"/>; steps train the PST tensors.</summary>
+    public override bool StepsChangeBaseWeights => false;
+
+    /// <summary>Once the schedule has reached the final sparsity (the cool-down), the mask follows from the tensors alone and Finish prunes at it.</summary>
+    public override bool HasFinalStructure => sparsity == options.FinalSparsity;
+
     /// <summary>The sparsified layers in model order.</summary>
     public IReadOnlyList<PstModule> Modules => modules;
 

@@ -21,6 +21,9 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
     public override string Name => "sift";
     public override object Options => options;
     public override bool ModifiesBaseWeights => true;
+
+    /// <summary>Once gradient selection has chosen the indices (random and magnitude choose before the first step).</summary>
+    public override bool HasFinalStructure => targets.All(t => !t.Adapter.Selecting);
     public SiftOptions SiftOptions => options;
 
     /// <summary>The original's GLUE scripts train the classifier ("exception") and leave BERT's pooler frozen; a fresh pooler trains.</summary>

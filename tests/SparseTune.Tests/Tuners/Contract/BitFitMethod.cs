@@ -41,6 +41,9 @@ public sealed class BitFitTuner(BitFitOptions options) : Tuner
     public override object Options => options;
     public override bool ModifiesBaseWeights => true;
 
+    /// <summary>What changes are the biases and the head, the trainable tensors themselves: --keep-best copies only those.</summary>
+    public override bool StepsChangeBaseWeights => false;
+
     public override void Attach(TransformerModel model)
     {
         FreezeAll(model);

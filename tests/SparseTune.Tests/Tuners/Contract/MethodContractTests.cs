@@ -1,3 +1,4 @@
+using SparseTune.Metrics;
 using SparseTune.Models;
 using SparseTune.Tests.Support;
 using SparseTune.Training;
@@ -217,6 +218,62 @@ public class MethodContractTests(ITestOutputHelper output)
         {
             Directory.Delete(full, true);
             Directory.Delete(interrupted, true);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void KeepBestShipsTheBestCandidatesModel(string name, string family)
+    {
+        // Every evaluation scores worse than the one before, so the best candidate is the first evaluation after the
+        // method's last structural change; the model the method ships after Finish must compute what that evaluation's
+        // model computed. A method that let its structure change after declaring it final fails here.
+        var method = MethodRegistry.Get(name);
+        var setup = Setups[family];
+        string mainMetric = MetricSet.MainMetric(setup.Task);
+        double sign = MetricSet.GoalOf(mainMetric) == MetricGoal.Maximize ? -1 : 1;
+        string dir = Fixtures.TempDirectory($"contract-best-{name}");
+        var logitsAt = new Dictionary<int, Tensor>();
+        try
+        {
+            torch.random.manual_seed(1);
+            using var model = Load(setup);
+            using var tuner = method.CreateTuner();
+            using var ids = InputIds(setup);
+            int step = 0;
+            bool finished = false;
+            Tensor? shipped = null;
+            var options = Options(method, dir, 24) with { SaveEvery = 0, EvalEvery = 4, KeepBest = true, EarlyStoppingPatience = 2 };
+            var trainer = new Trainer(model, tuner, setup.Task, options)
+            {
+                Progress = new RecordingProgress(p => { if (p.Phase == "train") step = p.Step; }),
+                Finished = _ => finished = true,
+                Evaluate = m =>
+                {
+                    if (finished) shipped = Logits(m, ids);
+                    else
+                    {
+                        logitsAt.Remove(step, out var old);
+                        old?.Dispose();
+                        logitsAt[step] = Logits(m, ids);
+                    }
+                    return new Dictionary<string, double> { [mainMetric] = sign * step };
+                },
+            };
+            var result = trainer.Run(Data(setup));
+            var best = Assert.IsType<BestEvaluation>(result.Best);
+            output.WriteLine($"{name} on {setup}: evaluations at {string.Join(", ", logitsAt.Keys)}; first candidate {best.FirstCandidateStep}, best {best.Step}, "
+                + $"{result.Steps} steps (early stopping: {result.EarlyStopping?.Step}), copy {best.SnapshotBytes:N0} bytes");
+            Assert.Equal(best.FirstCandidateStep, best.Step);
+            Assert.True(best.Kept);
+            Assert.True(best.Step < result.Steps, $"{name}: no evaluation after the best one, so nothing was restored");
+            Assert.NotNull(shipped);
+            AssertClose(logitsAt[best.Step], shipped, $"{name}: shipped model vs the best evaluation's (step {best.Step})");
+        }
+        finally
+        {
+            foreach (var t in logitsAt.Values) t.Dispose();
+            Directory.Delete(dir, true);
         }
     }
 

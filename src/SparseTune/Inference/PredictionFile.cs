@@ -1,0 +1,94 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using SparseTune.IO;
+
+namespace SparseTune.Inference;
+
+/// <summary>How a predictions file is written: by its extension, <c>.csv</c> CSV, anything else JSONL.</summary>
+public enum PredictionFormat { Jsonl, Csv }
+
+/// <summary>
+/// Writes predictions, one row per predicted input row, atomically (<see cref="AtomicFile"/>): a crash never leaves half a
+/// file. A row's id is its id column's value (a string), else its line in the input (a number).
+/// <code>
+///   JSONL  {"id": 7, "label": "food", "scores": {"computers": 0.01, "food": 0.97, …}}     regression: {"id": 7, "value": 3.2}
+///   CSV    id,label,score_computers,score_food,…                                      regression: id,value
+/// </code>
+/// Probabilities and values are float32, written in their shortest round-trip form; CSV follows RFC 4180 quoting.
+/// </summary>
+public static class PredictionFile
+{
+    public static PredictionFormat FormatOf(string path) =>
+        Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? PredictionFormat.Csv : PredictionFormat.Jsonl;
+
+    /// <param name="labels">The model's labels in id order (<see cref="ClassificationPredictor.Labels"/>): the score columns and keys.</param>
+    public static void Write(string path, IReadOnlyList<PredictedRow> rows, IReadOnlyList<string> labels, bool regression)
+    {
+        if (FormatOf(path) == PredictionFormat.Csv) AtomicFile.Write(path, s => WriteCsv(s, rows, labels, regression));
+        else AtomicFile.Write(path, s => WriteJsonl(s, rows, labels, regression));
+    }
+
+    static void WriteJsonl(Stream stream, IReadOnlyList<PredictedRow> rows, IReadOnlyList<string> labels, bool regression)
+    {
+        var buffer = new MemoryStream();
+        foreach (var row in rows)
+        {
+            buffer.SetLength(0);
+            using (var json = new Utf8JsonWriter(buffer, JsonWriting))
+            {
+                json.WriteStartObject();
+                if (row.Id is { } id) json.WriteString("id", id);
+                else json.WriteNumber("id", row.Line);
+                if (regression) WriteNumber(json, "value", row.Prediction.Value ?? float.NaN);
+                else
+                {
+                    json.WriteString("label", row.Prediction.Label);
+                    json.WriteStartObject("scores");
+                    foreach (string label in labels) WriteNumber(json, label, row.Prediction.Scores[label]);
+                    json.WriteEndObject();
+                }
+                json.WriteEndObject();
+            }
+            buffer.WriteByte((byte)'\n');
+            buffer.Position = 0;
+            buffer.CopyTo(stream);
+        }
+    }
+
+    /// <summary>Label names and ids as written (é, not \u00E9), as the eval command's predictions.</summary>
+    static readonly JsonWriterOptions JsonWriting = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>A float, or null where it is not finite (JSON has no NaN).</summary>
+    static void WriteNumber(Utf8JsonWriter json, string name, float value)
+    {
+        if (float.IsFinite(value)) json.WriteNumber(name, value);
+        else json.WriteNull(name);
+    }
+
+    static void WriteCsv(Stream stream, IReadOnlyList<PredictedRow> rows, IReadOnlyList<string> labels, bool regression)
+    {
+        using var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true) { NewLine = "\n" };
+        IEnumerable<string> header = regression ? ["id", "value"] : ["id", "label", .. labels.Select(l => "score_" + l)];
+        writer.WriteLine(string.Join(',', header.Select(Quote)));
+        var fields = new List<string>();
+        foreach (var row in rows)
+        {
+            fields.Clear();
+            fields.Add(Quote(row.Id ?? row.Line.ToString(CultureInfo.InvariantCulture)));
+            if (regression) fields.Add(Number(row.Prediction.Value ?? float.NaN));
+            else
+            {
+                fields.Add(Quote(row.Prediction.Label ?? ""));
+                foreach (string label in labels) fields.Add(Number(row.Prediction.Scores[label]));
+            }
+            writer.WriteLine(string.Join(',', fields));
+        }
+    }
+
+    static string Number(float value) => float.IsFinite(value) ? value.ToString("R", CultureInfo.InvariantCulture) : "";
+
+    /// <summary>RFC 4180: a field holding a comma, quote or line break is quoted, its quotes doubled.</summary>
+    static string Quote(string field) =>
+        field.AsSpan().IndexOfAny(",\"\r\n") >= 0 ? "\"" + field.Replace("\"", "\"\"") + "\"" : field;
+}
