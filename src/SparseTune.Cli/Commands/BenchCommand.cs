@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using SparseTune.Benchmarks;
 using SparseTune.Models;
+using SparseTune.Nn;
 using SparseTune.Tuners;
 using Spectre.Console;
 using static TorchSharp.torch;
@@ -34,10 +35,12 @@ public static class BenchCommand
         var warmup = new Option<int>("--warmup") { Description = "Untimed steps first.", DefaultValueFactory = _ => 2 };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (0: libtorch's default, all cores).", DefaultValueFactory = _ => 0 };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16, auto, or a list (fp32,bf16) to measure each method in each.", DefaultValueFactory = _ => "fp32" };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each block in backward (less activation memory, about a third more compute)." };
         var single = new Option<string?>("--single-method") { Hidden = true };
         var gemm = new Option<double>("--gemm-gflops") { Hidden = true };
         var command = new Command("bench", "Measure step time, MFU, memory and inference latency of every method side by side.")
-        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, single, gemm };
+        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, single, gemm };
         command.Subcommands.Add(BenchAccuracyCommand.Create());
         command.Subcommands.Add(BenchGenerateCommand.Create());
 
@@ -57,12 +60,16 @@ public static class BenchCommand
             if (w < 1) problems.Add("--warmup must be at least 1");
             var methodList = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
             problems.AddRange(methodList.Where(m => MethodRegistry.Find(m) is null).Select(m => $"unknown method '{m}' (available: {string.Join(", ", MethodRegistry.Names)})"));
+            var precisions = parse.GetValue(precision)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(CliSupport.ParsePrecision).Distinct().ToList();
+            if (precisions.Count == 0) problems.Add("--precision: give fp32, bf16, auto or a list");
             if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
+            bool recompute = parse.GetValue(checkpointing);
 
             if (parse.GetValue(single) is { } one)
             {
                 // Child process: measure one method and print its JSON row.
-                var row = MethodBenchmark.Run(config, head, one, null, b, s, w, n, parse.GetValue(gemm));
+                var row = MethodBenchmark.Run(config, head, one, null, b, s, w, n, parse.GetValue(gemm), precisions[0], recompute);
                 Console.WriteLine(JsonSerializer.Serialize(row, Json));
                 return 0;
             }
@@ -70,21 +77,42 @@ public static class BenchCommand
             var console = CliSupport.Out;
             int threadCount = get_num_threads();
             double fp32 = GemmPeak.MeasureGflops(ScalarType.Float32);
-            double bf16 = GemmPeak.MeasureGflops(ScalarType.BFloat16, n: 512, repeats: 3);
-            console.MarkupLine($"GEMM peak (1024³ fp32, {threadCount} threads): [bold]{fp32:0.0} GFLOP/s[/]; bf16: {bf16:0.0} GFLOP/s{(GemmPeak.Bf16LooksNative(fp32, bf16) ? "" : " (emulated)")}");
+            double bf16 = GemmPeak.MeasureGflops(ScalarType.BFloat16, repeats: 5);
+            console.MarkupLine($"GEMM peak (1024³, {threadCount} threads), the MFU denominator of each precision: fp32 [bold]{fp32:0.0} GFLOP/s[/], bf16 [bold]{bf16:0.0} GFLOP/s[/]{(GemmPeak.Bf16LooksNative(fp32, bf16) ? "" : " (emulated)")}");
             string shape = modelDir ?? presetName!;
             console.MarkupLine($"model {Markup.Escape(shape)} ({config.ModelType}, {config.NumLayers} layers, hidden {config.HiddenSize}); batch {b} × {s} tokens; {w} warm-up + {n} timed steps");
 
             var rows = new List<MethodMeasurement>();
+            long available = AvailableMemoryBytes();
+            foreach (Precision p in precisions)
             foreach (string method in methodList)
             {
-                console.MarkupLine($"measuring [bold]{method}[/] …");
-                var args = new List<string> { "bench", "--single-method", method, "--gemm-gflops", fp32.ToString("R"), "--batch", b.ToString(), "--seq-len", s.ToString(), "--steps", n.ToString(), "--warmup", w.ToString(), "--threads", threadCount.ToString() };
+                long needed = MethodMeasurement.MinimumBytes(config, method);
+                if (available > 0 && needed > available * 9 / 10)
+                {
+                    string note = $"does not fit: the weights, gradients and AdamW moments alone need {CliSupport.HumanBytes(needed)}, {CliSupport.HumanBytes(available)} is available";
+                    console.MarkupLine($"[yellow]{method} ({p.ToString().ToLowerInvariant()}): {Markup.Escape(note)}[/]");
+                    rows.Add(new MethodMeasurement { Method = method, Precision = p, Note = note, StepSeconds = double.NaN, InferenceSeconds = double.NaN });
+                    continue;
+                }
+                console.MarkupLine($"measuring [bold]{method}[/] ({p.ToString().ToLowerInvariant()}) …");
+                double peak = p == Precision.Bf16 ? bf16 : fp32;
+                var args = new List<string> { "bench", "--single-method", method, "--gemm-gflops", peak.ToString("R"), "--batch", b.ToString(), "--seq-len", s.ToString(), "--steps", n.ToString(), "--warmup", w.ToString(), "--threads", threadCount.ToString(), "--precision", p.ToString().ToLowerInvariant() };
+                if (recompute) args.Add("--gradient-checkpointing");
                 args.AddRange(modelDir is not null ? ["--model", modelDir] : ["--preset", presetName!]);
-                rows.Add(RunChild(args));
+                try
+                {
+                    rows.Add(RunChild(args));
+                }
+                catch (Exception e) when (e is InvalidOperationException or InvalidDataException or JsonException)
+                {
+                    console.MarkupLine($"[red]{Markup.Escape(e.Message)}[/]");
+                    rows.Add(new MethodMeasurement { Method = method, Precision = p, Note = e.Message, StepSeconds = double.NaN, InferenceSeconds = double.NaN });
+                }
             }
-            var full = rows.FirstOrDefault(r => r.Method == "full");
-            PrintTable(console, rows, full);
+            MethodMeasurement? Full(Precision p) => rows.FirstOrDefault(r => r.Method == "full" && r.Precision == p && r.Note is null);
+            MethodMeasurement? Fp32Of(MethodMeasurement r) => r.Precision == Precision.Fp32 ? null : rows.FirstOrDefault(o => o.Method == r.Method && o.Precision == Precision.Fp32 && o.Note is null);
+            PrintTable(console, rows, Full, Fp32Of);
             if (parse.GetValue(json) is { } jsonPath)
             {
                 var document = new
@@ -98,15 +126,24 @@ public static class BenchCommand
                     steps = n,
                     warmup = w,
                     machine = $"{Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+                    gradient_checkpointing = recompute,
                     methods = rows.Select(r => new
                     {
-                        r.Method, r.StepSeconds, r.StageStepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes, r.InferenceSeconds, r.TrainableParameters, r.FlopsPerStep, r.MethodReport,
-                        ratios_to_full = full is null ? null : new
+                        r.Method, precision = r.Precision.ToString().ToLowerInvariant(), r.Note,
+                        r.StepSeconds, r.StageStepSeconds, r.TokensPerSecond, r.Mfu, r.ParamBytes, r.GradOptimizerBytes, r.PeakMemoryBytes,
+                        r.InferenceSeconds, r.InferenceSpread, r.TrainableParameters, r.FlopsPerStep, r.MethodReport,
+                        ratios_to_full = Full(r.Precision) is not { } full || r.Note is not null ? null : new
                         {
                             step_seconds = r.StepSeconds / full.StepSeconds,
                             grad_optimizer_bytes = (double)r.GradOptimizerBytes / full.GradOptimizerBytes,
                             peak_memory_bytes = (double)r.PeakMemoryBytes / full.PeakMemoryBytes,
                             inference_seconds = r.InferenceSeconds / full.InferenceSeconds,
+                        },
+                        ratios_to_fp32 = Fp32Of(r) is not { } fp || r.Note is not null ? null : new
+                        {
+                            step_seconds = r.StepSeconds / fp.StepSeconds,
+                            inference_seconds = r.InferenceSeconds / fp.InferenceSeconds,
+                            peak_memory_bytes = (double)r.PeakMemoryBytes / fp.PeakMemoryBytes,
                         },
                     }),
                 };
@@ -139,22 +176,45 @@ public static class BenchCommand
         return JsonSerializer.Deserialize<MethodMeasurement>(stdout, Json) ?? throw new InvalidDataException("benchmark child printed no result");
     }
 
-    static void PrintTable(IAnsiConsole console, List<MethodMeasurement> rows, MethodMeasurement? full)
+    /// <summary>MemAvailable of /proc/meminfo; 0 where it cannot be read (then nothing is refused up front).</summary>
+    static long AvailableMemoryBytes()
+    {
+        try
+        {
+            string? line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemAvailable:", StringComparison.Ordinal));
+            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        }
+        catch (IOException) { return 0; }
+        catch (UnauthorizedAccessException) { return 0; }
+    }
+
+    static void PrintTable(IAnsiConsole console, List<MethodMeasurement> rows, Func<Precision, MethodMeasurement?> fullOf, Func<MethodMeasurement, MethodMeasurement?> fp32Of)
     {
         string Ratio(double value, double? reference) => reference is > 0 ? $" ({value / reference:0.00}×)" : "";
-        var table = new Table().AddColumns("method", "step s", "tokens/s", "MFU", "trainable", "params", "grad+optim", "peak RSS", "inference s");
+        var table = new Table().AddColumns("method", "precision", "step s (× full)", "× fp32", "tokens/s", "MFU", "trainable", "params", "grad+optim", "peak RSS", "inference s (spread)");
         foreach (var r in rows)
-            table.AddRow(r.Method,
+        {
+            string precision = r.Precision.ToString().ToLowerInvariant();
+            if (r.Note is not null)
+            {
+                table.AddRow(r.Method, precision, Markup.Escape(r.Note), "", "", "", "", "", "", "", "");
+                continue;
+            }
+            var full = fullOf(r.Precision);
+            var fp32 = fp32Of(r);
+            table.AddRow(r.Method, precision,
                 r.StageStepSeconds.Length > 1
                     ? string.Join(" → ", r.StageStepSeconds.Select(t => $"{t:0.000}{Ratio(t, full?.StepSeconds)}"))
                     : $"{r.StepSeconds:0.000}{Ratio(r.StepSeconds, full?.StepSeconds)}",
+                fp32 is null ? "" : $"{r.StepSeconds / fp32.StepSeconds:0.00}× (inference {r.InferenceSeconds / fp32.InferenceSeconds:0.00}×)",
                 $"{r.TokensPerSecond:0}",
                 $"{100 * r.Mfu:0.0}%",
                 CliSupport.HumanCount(r.TrainableParameters),
                 CliSupport.HumanBytes(r.ParamBytes),
                 $"{CliSupport.HumanBytes(r.GradOptimizerBytes)}{(full is null ? "" : $" ({100.0 * r.GradOptimizerBytes / full.GradOptimizerBytes:0.00}%)")}",
                 $"{CliSupport.HumanBytes(r.PeakMemoryBytes)}{Ratio(r.PeakMemoryBytes, full?.PeakMemoryBytes)}",
-                $"{r.InferenceSeconds:0.0000}{Ratio(r.InferenceSeconds, full?.InferenceSeconds)}");
+                $"{r.InferenceSeconds:0.0000}{Ratio(r.InferenceSeconds, full?.InferenceSeconds)} ±{100 * r.InferenceSpread / 2:0}%");
+        }
         console.Write(table);
     }
 }

@@ -51,9 +51,11 @@ public static class PredictCommand
         var maxLength = new Option<int>("--max-length") { DefaultValueFactory = _ => 128, Description = "Tokens per example, as in finetune (longer texts are cut the same way)." };
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16, Description = "Examples per forward pass." };
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
+        var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var command = new Command("predict", "Predict labels (or values) for every row of a file with a classification or regression model.")
         {
-            model, adapter, input, output, textColumn, pairColumn, labelColumn, maxLength, batchSize, skipBad,
+            model, adapter, input, output, textColumn, pairColumn, labelColumn, maxLength, batchSize, skipBad, device, precision,
         };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -70,7 +72,11 @@ public static class PredictCommand
                     LabelColumn = parse.GetValue(labelColumn)!,
                     SkipBadRows = parse.GetValue(skipBad),
                 },
-                Predictor = new PredictorOptions { MaxLength = parse.GetValue(maxLength), BatchSize = parse.GetValue(batchSize) },
+                Predictor = new PredictorOptions
+                {
+                    MaxLength = parse.GetValue(maxLength), BatchSize = parse.GetValue(batchSize),
+                    Device = parse.GetValue(device)!, Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
+                },
             };
             var result = Run(options, Console.Error.WriteLine);
             Console.WriteLine($"wrote {result.Rows.Count} predictions to {options.OutputFile}");

@@ -18,6 +18,9 @@ public static class BenchPresets
         // A small LLaMA-family shape (about 160M: TinyLlama's width and grouped-query attention, 8 layers): SwiGLU,
         // RMSNorm, rotary positions, 4 key/value heads for 16 query heads.
         ["llama-small"] = (new LlamaConfig { ModelType = "llama", VocabSize = 32000, Hidden = 1024, Layers = 8, Heads = 16, KeyValueHeads = 4, Intermediate = 2816, MaxPositionEmbeddings = 2048, BosTokenId = 1 }, ModelHead.CausalLM),
+        // TinyLlama-1.1B's shape (1.1B parameters, 4.4 GB of float32 weights): 22 layers, hidden 2048, FFN 5632,
+        // 32 query and 4 key/value heads, untied 32000-token LM head.
+        ["tinyllama-1.1b"] = (new LlamaConfig { ModelType = "llama", VocabSize = 32000, Hidden = 2048, Layers = 22, Heads = 32, KeyValueHeads = 4, Intermediate = 5632, MaxPositionEmbeddings = 2048, RmsNormEps = 1e-5, BosTokenId = 1 }, ModelHead.CausalLM),
     };
 
     public static (ModelConfig Config, ModelHead Head) Get(string name) =>

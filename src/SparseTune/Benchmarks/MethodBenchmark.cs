@@ -11,6 +11,8 @@ namespace SparseTune.Benchmarks;
 public sealed record MethodMeasurement
 {
     public required string Method { get; init; }
+    /// <summary>fp32 or bf16 (mixed precision) for training and inference alike.</summary>
+    public Nn.Precision Precision { get; init; }
     public double StepSeconds { get; init; }
     /// <summary>Median step time of each training stage, in order (one entry unless the method restarts training).</summary>
     public double[] StageStepSeconds { get; init; } = [];
@@ -20,10 +22,25 @@ public sealed record MethodMeasurement
     public long GradOptimizerBytes { get; init; }
     public long PeakMemoryBytes { get; init; }
     public double InferenceSeconds { get; init; }
+    /// <summary>(slowest − fastest) / median of the timed inference repeats: how far apart two equal shapes may land.</summary>
+    public double InferenceSpread { get; init; }
     public long TrainableParameters { get; init; }
     public double FlopsPerStep { get; init; }
     /// <summary>The method's own figures (what it adds to report.json as method_report), null for most.</summary>
     public object? MethodReport { get; init; }
+    /// <summary>Why there are no figures (the shape does not fit in memory, the run failed); null when measured.</summary>
+    public string? Note { get; init; }
+
+    /// <summary>
+    /// Bytes the weights, gradients and AdamW moments need at least, before activations: float32 weights for every
+    /// method, plus two moments and a gradient per trained value (every value for full fine-tuning, about 1% for
+    /// the parameter-efficient methods).
+    /// </summary>
+    public static long MinimumBytes(ModelConfig config, string method)
+    {
+        long parameters = config.EstimatedParameters();
+        return parameters * 4 + (method == "full" ? parameters * 12 : parameters * 12 / 100);
+    }
 }
 
 /// <summary>Random token batches of a fixed shape; labels fit the model's head.</summary>
@@ -53,8 +70,10 @@ public sealed class RandomBatches(int vocabSize, int batch, int sequenceLength, 
 /// </summary>
 public static class MethodBenchmark
 {
+    /// <param name="gemmGflops">The GEMM peak of <paramref name="precision"/>, MFU's denominator.</param>
     public static MethodMeasurement Run(ModelConfig config, ModelHead head, string method, IMethodOptions? options,
-        int batch, int sequenceLength, int warmupSteps, int steps, double gemmGflops)
+        int batch, int sequenceLength, int warmupSteps, int steps, double gemmGflops,
+        Nn.Precision precision = Nn.Precision.Fp32, bool gradientCheckpointing = false)
     {
         torch.random.manual_seed(0);
         using var model = PretrainedModel.Create(config, head);
@@ -75,6 +94,8 @@ public static class MethodBenchmark
                 EvaluateBaseline = false,
                 LogEvery = int.MaxValue,
                 OutputDirectory = output,
+                Precision = precision,
+                GradientCheckpointing = gradientCheckpointing,
             })
             {
                 Progress = new SynchronousProgress(p => { if (p.Phase == "train") stepEnds.Add((p.StageStart, clock.Elapsed.TotalSeconds)); }),
@@ -94,10 +115,17 @@ public static class MethodBenchmark
         // Inference runs on the plain model each method ships: LoRA merged, sparse updates already in W.
         object? methodReport = tuner.Report(model);
         tuner.MergeIntoModel(model);
-        double inference = InferenceSeconds(model, data, Math.Max(3, steps));
+        // The optimizer state and the training run's freed blocks go back to the system first, so that inference
+        // runs in the same memory conditions for every method (full fine-tuning's process held gigabytes more).
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Nn.NativeHeap.Trim();
+        var (inference, spread) = InferenceSeconds(model, data, Math.Max(7, steps));
         return new MethodMeasurement
         {
             Method = method,
+            Precision = precision,
+            InferenceSpread = spread,
             StepSeconds = median,
             StageStepSeconds = stages,
             TokensPerSecond = batch * sequenceLength / median,
@@ -118,21 +146,26 @@ public static class MethodBenchmark
         return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
     }
 
-    /// <summary>Median forward-only latency of one batch in eval mode.</summary>
-    static double InferenceSeconds(TransformerModel model, IBatchSource data, int repeats)
+    /// <summary>
+    /// Median forward-only latency of one batch in eval mode after three untimed forwards (allocator and kernel
+    /// warm-up), and the spread of the timed ones.
+    /// </summary>
+    static (double Median, double Spread) InferenceSeconds(TransformerModel model, IBatchSource data, int repeats)
     {
         model.eval();
         using var _ = no_grad();
         using var batch = data.Build([0]);
+        const int warmup = 3;
         var times = new List<double>();
-        for (int i = 0; i <= repeats; i++)
+        for (int i = 0; i < warmup + repeats; i++)
         {
             var watch = Stopwatch.StartNew();
             using (var output = model.Forward(batch.InputIds, batch.AttentionMask)) { }
-            if (i > 0) times.Add(watch.Elapsed.TotalSeconds);
+            if (i >= warmup) times.Add(watch.Elapsed.TotalSeconds);
         }
         times.Sort();
-        return times[times.Count / 2];
+        double median = times[times.Count / 2];
+        return (median, (times[^1] - times[0]) / median);
     }
 
     /// <summary>IProgress that calls back on the reporting thread (Progress&lt;T&gt; posts to the thread pool).</summary>

@@ -6,6 +6,7 @@ using SparseTune.Nn;
 using SparseTune.Tokenization;
 using SparseTune.Training;
 using SparseTune.Tuners;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Inference;
@@ -18,6 +19,12 @@ public sealed record PredictorOptions
 
     /// <summary>Examples per forward pass.</summary>
     public int BatchSize { get; init; } = 16;
+
+    /// <summary>cpu, cuda or auto (<see cref="Nn.ComputeDevice"/>).</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>fp32 or bf16 mixed precision (<see cref="Nn.Precision"/>).</summary>
+    public Nn.Precision Precision { get; init; }
 
     public IReadOnlyList<string> Problems()
     {
@@ -125,6 +132,8 @@ public sealed class ClassificationPredictor : IDisposable
         }
         try
         {
+            model.to(Nn.ComputeDevice.Resolve((options ?? new()).Device));
+            model.Precision = (options ?? new()).Precision;
             return new ClassificationPredictor(model, new TokenizerEncoder(tokenizer), options, ownsModel: true) { Artifact = artifact };
         }
         catch
@@ -193,9 +202,9 @@ public sealed class ClassificationPredictor : IDisposable
             NativeCallGuard.SafePoint();
             using (var scope = NewDisposeScope())
             {
-                using var batch = batcher.Build(indices);
+                using var batch = batcher.Build(indices).ToTrainingBatch().To(model.Device);
                 using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
-                Tensor logits = output.Logits.to_type(ScalarType.Float32).cpu();           // (B, num_labels)
+                Tensor logits = output.Logits.cpu().to_type(ScalarType.Float32);           // (B, num_labels)
                 if (IsRegression)
                 {
                     float[] values = logits.reshape(-1).data<float>().ToArray();
