@@ -36,11 +36,12 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (0: libtorch's default, all cores).", DefaultValueFactory = _ => 0 };
         var precision = new Option<string>("--precision") { Description = "fp32, bf16, auto, or a list (fp32,bf16) to measure each method in each.", DefaultValueFactory = _ => "fp32" };
+        var device = CliSupport.DeviceOption();
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each block in backward (less activation memory, about a third more compute)." };
         var single = new Option<string?>("--single-method") { Hidden = true };
         var gemm = new Option<double>("--gemm-gflops") { Hidden = true };
         var command = new Command("bench", "Measure step time, MFU, memory and inference latency of every method side by side.")
-        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, single, gemm };
+        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, device, single, gemm };
         command.Subcommands.Add(BenchAccuracyCommand.Create());
         command.Subcommands.Add(BenchGenerateCommand.Create());
 
@@ -69,7 +70,8 @@ public static class BenchCommand
             if (parse.GetValue(single) is { } one)
             {
                 // Child process: measure one method and print its JSON row.
-                var row = MethodBenchmark.Run(config, head, one, null, b, s, w, n, parse.GetValue(gemm), precisions[0], recompute);
+                var row = MethodBenchmark.Run(config, head, one, null, b, s, w, n, parse.GetValue(gemm), precisions[0], recompute,
+                    ComputeDevice.Resolve(parse.GetValue(device)!));
                 Console.WriteLine(JsonSerializer.Serialize(row, Json));
                 return 0;
             }
@@ -99,6 +101,7 @@ public static class BenchCommand
                 double peak = p == Precision.Bf16 ? bf16 : fp32;
                 var args = new List<string> { "bench", "--single-method", method, "--gemm-gflops", peak.ToString("R"), "--batch", b.ToString(), "--seq-len", s.ToString(), "--steps", n.ToString(), "--warmup", w.ToString(), "--threads", threadCount.ToString(), "--precision", p.ToString().ToLowerInvariant() };
                 if (recompute) args.Add("--gradient-checkpointing");
+                args.AddRange(["--device", parse.GetValue(device)!]);
                 args.AddRange(modelDir is not null ? ["--model", modelDir] : ["--preset", presetName!]);
                 try
                 {

@@ -17,8 +17,10 @@ public static class BenchGenerateCommand
         var prompt = new Option<int>("--prompt-tokens") { Description = "Tokens per prompt.", DefaultValueFactory = _ => 32 };
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens generated per prompt.", DefaultValueFactory = _ => 128 };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
+        var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var command = new Command("generate", "Greedy decoding speed (tokens/s) with the key/value cache and recomputing the prefix.")
-        { preset, batches, prompt, newTokens, json };
+        { preset, batches, prompt, newTokens, json, device, precision };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             var (config, head) = BenchPresets.Get(parse.GetValue(preset)!);
@@ -31,7 +33,8 @@ public static class BenchGenerateCommand
 
             var console = CliSupport.Out;
             console.MarkupLine($"{Markup.Escape(parse.GetValue(preset)!)}: {config.NumLayers} layers, hidden {config.HiddenSize}; {parse.GetValue(prompt)} prompt + {parse.GetValue(newTokens)} new tokens, greedy; {get_num_threads()} threads");
-            var rows = GenerationBenchmark.Run(config, sizes, parse.GetValue(prompt), parse.GetValue(newTokens), line => console.MarkupLine(Markup.Escape(line)));
+            var rows = GenerationBenchmark.Run(config, sizes, parse.GetValue(prompt), parse.GetValue(newTokens), line => console.MarkupLine(Markup.Escape(line)),
+                Nn.ComputeDevice.Resolve(parse.GetValue(device)!, line => console.MarkupLine(Markup.Escape(line))), CliSupport.ParsePrecision(parse.GetValue(precision)));
             var table = new Table().AddColumns("batch", "cache tokens/s", "recompute tokens/s", "cache speedup");
             foreach (var r in rows)
                 table.AddRow($"{r.Batch}", $"{r.CachedTokensPerSecond:0.0}", $"{r.RecomputeTokensPerSecond:0.0}", $"{r.CacheSpeedup:0.0}×");

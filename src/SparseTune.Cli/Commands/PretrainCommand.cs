@@ -24,8 +24,10 @@ public static class PretrainCommand
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
         var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 1e-3 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1234 };
+        var device = CliSupport.DeviceOption();
+        var precision = CliSupport.PrecisionOption();
         var command = new Command("pretrain", "Pretrain a small BERT (masked LM) or GPT-2 (causal LM) from scratch on plain text; builds its vocabulary too.")
-        { corpus, output, arch, vocab, hidden, layers, heads, intermediate, maxLength, epochs, maxSteps, batch, lr, seed };
+        { corpus, output, arch, vocab, hidden, layers, heads, intermediate, maxLength, epochs, maxSteps, batch, lr, seed, device, precision };
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             var files = parse.GetValue(corpus)!;
@@ -46,6 +48,8 @@ public static class PretrainCommand
                 BatchSize = parse.GetValue(batch),
                 LearningRate = parse.GetValue(lr),
                 Seed = parse.GetValue(seed),
+                Device = parse.GetValue(device)!,
+                Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
             };
             var view = new TrainingProgressView();
             string commandLine = "sparsetune " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using SparseTune.Generation;
 using SparseTune.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SparseTune.Benchmarks;
@@ -25,12 +26,14 @@ public sealed record GenerationMeasurement(int Batch, int PromptTokens, int NewT
 public static class GenerationBenchmark
 {
     public static IReadOnlyList<GenerationMeasurement> Run(ModelConfig config, IReadOnlyList<int> batchSizes, int promptTokens, int newTokens,
-        Action<string>? log = null)
+        Action<string>? log = null, Device? device = null, Nn.Precision precision = Nn.Precision.Fp32)
     {
         if (promptTokens + newTokens > config.MaxPositions)
             throw new ArgumentException($"{promptTokens} prompt + {newTokens} new tokens exceed the model's {config.MaxPositions} positions");
         manual_seed(0);
         using var model = PretrainedModel.Create(config, ModelHead.CausalLM);
+        if (device is not null) model.to(device);
+        model.Precision = precision;
         model.eval();
         var random = new Random(0);
         var options = new GenerationOptions { MaxNewTokens = newTokens, EosId = null };

@@ -73,10 +73,11 @@ public static class MethodBenchmark
     /// <param name="gemmGflops">The GEMM peak of <paramref name="precision"/>, MFU's denominator.</param>
     public static MethodMeasurement Run(ModelConfig config, ModelHead head, string method, IMethodOptions? options,
         int batch, int sequenceLength, int warmupSteps, int steps, double gemmGflops,
-        Nn.Precision precision = Nn.Precision.Fp32, bool gradientCheckpointing = false)
+        Nn.Precision precision = Nn.Precision.Fp32, bool gradientCheckpointing = false, Device? device = null)
     {
         torch.random.manual_seed(0);
         using var model = PretrainedModel.Create(config, head);
+        if (device is not null) model.to(device);
         var task = head == ModelHead.SequenceClassification ? TaskKind.Classification : TaskKind.CausalLM;
         using var tuner = MethodRegistry.CreateTuner(method, options ?? MethodRegistry.Get(method).BenchOptions);
         var data = new RandomBatches(config.VocabSize, batch, sequenceLength, task, Math.Max(2, config.NumLabels));
@@ -154,7 +155,7 @@ public static class MethodBenchmark
     {
         model.eval();
         using var _ = no_grad();
-        using var batch = data.Build([0]);
+        using var batch = data.Build([0]).To(model.Device);
         const int warmup = 3;
         var times = new List<double>();
         for (int i = 0; i < warmup + repeats; i++)

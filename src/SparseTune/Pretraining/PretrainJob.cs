@@ -36,6 +36,10 @@ public sealed record PretrainOptions
     public int BatchSize { get; init; } = 32;
     public double LearningRate { get; init; } = 1e-3;
     public int Seed { get; init; } = 1234;
+    /// <summary>cpu, cuda or auto (<see cref="Nn.ComputeDevice"/>).</summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>fp32 or bf16 mixed precision.</summary>
+    public Nn.Precision Precision { get; init; }
     /// <summary>Share of paragraphs held out to measure masked-token loss and accuracy.</summary>
     public double HeldOutFraction { get; init; } = 0.02;
 }
@@ -66,8 +70,10 @@ public static class PretrainJob
             ? PrepareGpt2(options, paragraphs, random)
             : PrepareBert(options, paragraphs, random);
         using var disposeModel = model;
+        model.to(Nn.ComputeDevice.Resolve(options.Device));
         var trainingOptions = new TrainingOptions
         {
+            Precision = options.Precision,
             Epochs = options.Epochs,
             MaxSteps = options.MaxSteps,
             BatchSize = options.BatchSize,
@@ -209,10 +215,10 @@ public static class PretrainJob
         foreach (int[] indices in batches.EpochBatches(0))
         {
             using var scope = NewDisposeScope();
-            using var batch = batches.Build(indices);
+            using var batch = batches.Build(indices).To(model.Device);
             using var output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
             Tensor labels = batch.Labels.reshape(-1);
-            Tensor logits = output.Logits.reshape(-1, output.Logits.shape[^1]);
+            Tensor logits = output.Logits.reshape(-1, output.Logits.shape[^1]).to_type(ScalarType.Float32);
             Tensor chosen = labels.ne(Losses.IgnoreIndex);
             long n = chosen.sum().item<long>();
             if (n == 0) continue;

@@ -30,33 +30,9 @@ public sealed class CliTests(ITestOutputHelper log) : IDisposable
 
     // ---- helpers -------------------------------------------------------------------------------------------------
 
-    sealed record CliResult(int ExitCode, string Out, string Err)
-    {
-        public string[] ErrLines => Err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToArray();
-    }
+    CliResult Cli(params string[] args) => CliRun.Invoke(log, args);
 
-    CliResult Cli(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = SparseTuneCli.Run(args, stdout, stderr);
-        var result = new CliResult(code, stdout.ToString(), stderr.ToString());
-        log.WriteLine($"$ sparsetune {string.Join(' ', args)}  → exit {code}");
-        if (result.Out.Length > 0) log.WriteLine("stdout: " + result.Out.TrimEnd());
-        if (result.Err.Length > 0) log.WriteLine("stderr: " + result.Err.TrimEnd());
-        return result;
-    }
-
-    /// <summary>Exactly one stderr line, starting "error:", with no stack trace.</summary>
-    static string AssertOneLineError(CliResult result)
-    {
-        Assert.NotEqual(0, result.ExitCode);
-        string[] lines = result.ErrLines;
-        Assert.True(lines.Length == 1, $"expected one stderr line, got {lines.Length}:\n{result.Err}");
-        Assert.StartsWith("error:", lines[0]);
-        Assert.DoesNotContain("   at ", result.Err);
-        return lines[0];
-    }
+    static string AssertOneLineError(CliResult result) => CliRun.AssertOneLineError(result);
 
     static string CopyFolder(string from, string to) => TinyModels.CopyFolder(from, to);
 
