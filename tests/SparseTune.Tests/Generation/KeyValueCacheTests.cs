@@ -122,6 +122,31 @@ public sealed class KeyValueCacheTests
         Assert.Equal(SequenceGenerator.ContinuationLogProb(model, Prompt, cached.Tokens), cached.LogProb, 4);
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Bf16Decoding_CachesInBf16_AndMatchesRecomputingThePrefix(string family)
+    {
+        using var model = Create(family);
+        model.Precision = Nn.Precision.Bf16;
+        var options = new GenerationOptions { MaxNewTokens = 8 };
+        var cached = SequenceGenerator.Greedy(model, Prompt, options);
+        var recomputed = SequenceGenerator.Greedy(model, Prompt, options with { UseCache = false });
+        Assert.Equal(recomputed.Tokens, cached.Tokens);
+        Assert.Equal(recomputed.LogProb, cached.LogProb, 1);   // bf16: each path rounds its own products
+
+        model.eval();
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        using var cache = model.NewCache(1, Prompt.Length);
+        using var output = model.Forward(tensor(Prompt.Select(t => (long)t).ToArray(), [1, Prompt.Length]), null, cache);
+        Assert.Equal(ScalarType.BFloat16, output.Logits.dtype);
+        model.Precision = Nn.Precision.Fp32;
+        double range = PlainLastLogits(model, Prompt).Max(Math.Abs);
+        double diff = MaxAbsDiff(PlainLastLogits(model, Prompt), output.Logits[0, -1].to_type(ScalarType.Float32).data<float>().ToArray());
+        Assert.True(diff / range <= 0.03, $"{family}: bf16 cached logits differ by {diff / range:P2} of the range");
+    }
+
     /// <summary>
     /// With one layer and relative (rotary) positions, a window of W makes the output at position i exactly the
     /// output of the last position of the W tokens ending at i run alone without any window.
