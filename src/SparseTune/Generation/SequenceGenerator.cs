@@ -148,7 +148,7 @@ public static class SequenceGenerator
                     // log-probability is the model's own, before any penalty.
                     double[] scores = Process(next[row], sequence, options);
                     int token = random is null ? ArgMax(scores) : Sample(scores, options, random);
-                    logProbs[row] += LogSoftmax(next[row])[token];
+                    logProbs[row] += next[row][token] - LogSumExp(next[row]);
                     if (token == options.EosId) { ended[row] = true; finished[row] = Finished(generated[row], logProbs[row], step + 1, true, options.LengthPenalty); continue; }
                     generated[row].Add(token);
                     onToken?.Invoke(row, token);
@@ -384,10 +384,15 @@ public static class SequenceGenerator
 
     static double[] LogSoftmax(double[] scores)
     {
+        double logSum = LogSumExp(scores);
+        return double.IsNegativeInfinity(logSum) ? [.. scores] : [.. scores.Select(s => s - logSum)];
+    }
+
+    /// <summary>log Σ exp(s), stable; −∞ when every score is.</summary>
+    static double LogSumExp(double[] scores)
+    {
         double max = scores.Max();
-        if (double.IsNegativeInfinity(max)) return [.. scores];
-        double logSum = max + Math.Log(scores.Sum(s => Math.Exp(s - max)));
-        return [.. scores.Select(s => s - logSum)];
+        return double.IsNegativeInfinity(max) ? max : max + Math.Log(scores.Sum(s => Math.Exp(s - max)));
     }
 
     static int ArgMax(double[] values)

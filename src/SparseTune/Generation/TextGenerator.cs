@@ -115,10 +115,19 @@ public sealed class TextGenerator : IDisposable
         var stopped = new bool[prompts.Count];
         string Decode(IEnumerable<int> tokens) => Tokenizer.Decode(tokens);
 
+        // Each row's text so far, decoded once per new token for both the stream and the stop strings.
+        var decoded = new string[prompts.Count];
+        var decodedTokens = new int[prompts.Count];
+        string TextSoFar(int row, IReadOnlyList<int> tokens)
+        {
+            if (decodedTokens[row] != tokens.Count || decoded[row] is null) (decoded[row], decodedTokens[row]) = (Decode(tokens), tokens.Count);
+            return decoded[row];
+        }
+
         bool Stop(int row, IReadOnlyList<int> tokens)
         {
             if (stops.Length == 0) return false;
-            string text = Decode(tokens);
+            string text = TextSoFar(row, tokens);
             return stopped[row] = stops.Any(s => text.Contains(s, StringComparison.Ordinal));
         }
 
@@ -126,7 +135,7 @@ public sealed class TextGenerator : IDisposable
         void OnToken(int row, int token)
         {
             soFar[row].Add(token);
-            string text = Decode(soFar[row]);
+            string text = TextSoFar(row, soFar[row]);
             int safe = SafeToShow(text, stops);
             if (safe > streamed[row])
             {
