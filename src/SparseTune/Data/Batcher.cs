@@ -5,8 +5,8 @@ namespace SparseTune.Data;
 
 /// <summary>
 /// One padded batch; owns its tensors. InputIds, AttentionMask (1 real / 0 padding) and TokenTypeIds are (B, T)
-/// int64; Labels are (B) int64 class ids, (B) float32 regression targets, or (B, T) int64 LM labels with -100 at
-/// padding and ignored positions.
+/// int64 — (B, C, T) for multiple choice; Labels are (B) int64 class ids or correct choices, (B) float32 regression
+/// targets, (B, T) int64 LM labels with -100 at padding and ignored positions, or (B, 2) answer start/end positions.
 /// </summary>
 public sealed class Batch : IDisposable
 {
@@ -27,7 +27,7 @@ public sealed class Batch : IDisposable
     public Tensor Labels { get; }
     public int Size => Indices.Length;
     /// <summary>Padded length T.</summary>
-    public long Length => InputIds.shape[1];
+    public long Length => InputIds.shape[^1];
     /// <summary>Real (non-padding) tokens.</summary>
     public long TokenCount => AttentionMask.sum().item<long>();
 
@@ -85,13 +85,14 @@ public sealed class Batcher : IBatchSource
     readonly TaskKind task;
     readonly int padId;
 
-    /// <param name="task">Decides the labels: Classification → (B) int64 from <see cref="Example.Label"/>; Regression →
-    /// (B) float32; CausalLM and MaskedLM → (B, T) int64 from <see cref="Example.LabelIds"/> (the input ids when null).</param>
+    /// <param name="task">Decides the labels: Classification and MultipleChoice → (B) int64 from <see cref="Example.Label"/>;
+    /// Regression → (B) float32; CausalLM and MaskedLM → (B, T) int64 from <see cref="Example.LabelIds"/> (the input ids
+    /// when null); QuestionAnswering → (B, 2) int64 from <see cref="Example.AnswerSpan"/>.</param>
     public Batcher(IReadOnlyList<Example> examples, TaskKind task, int padId, BatcherOptions? options = null)
     {
         Options = options ?? new BatcherOptions();
         if (Options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), "BatchSize must be at least 1");
-        foreach (var example in examples)
+        foreach (var example in examples.SelectMany(e => e.Choices is { Count: > 0 } choices ? choices : [e]))
         {
             if (example.InputIds.Length == 0) throw new ArgumentException("an example has no input ids", nameof(examples));
             if (example.TokenTypeIds is { } types && types.Length != example.InputIds.Length)
@@ -128,7 +129,7 @@ public sealed class Batcher : IBatchSource
             foreach (int[] chunk in order.Chunk(GroupChunkBatches * size))
             {
                 // Stable sort: equal lengths keep their shuffled order.
-                var sorted = chunk.OrderByDescending(i => examples[i].InputIds.Length).ToArray();
+                var sorted = chunk.OrderByDescending(i => examples[i].Length).ToArray();
                 batches.AddRange(sorted.Chunk(size));
             }
             if (Options.DropLast) batches.RemoveAll(b => b.Length < size);
@@ -153,40 +154,66 @@ public sealed class Batcher : IBatchSource
         foreach (int[] indices in EpochBatches(epoch)) yield return Build(indices);
     }
 
-    /// <summary>The padded tensors of the examples at <paramref name="indices"/>, in that order.</summary>
+    /// <summary>
+    /// The padded tensors of the examples at <paramref name="indices"/>, in that order. Multiple-choice examples give
+    /// (B, C, T) ids, mask and token types — every choice padded to the batch's longest — with (B) labels.
+    /// </summary>
     public Batch Build(int[] indices)
     {
         if (indices.Length == 0) throw new ArgumentException("a batch needs at least one example", nameof(indices));
-        int rows = indices.Length;
-        int length = indices.Max(i => examples[i].InputIds.Length);
-        bool lm = task is TaskKind.CausalLM or TaskKind.MaskedLM;
-        bool hasTypes = indices.Any(i => examples[i].TokenTypeIds is not null);
+        if (task == TaskKind.MultipleChoice) return BuildChoices(indices);
+        var sequences = indices.Select(i => examples[i]).ToList();
+        var (ids, mask, types, tokenLabels) = Pad(sequences, task is TaskKind.CausalLM or TaskKind.MaskedLM);
+        long[] shape = [indices.Length, ids.Length / indices.Length];
+        Tensor labels = task switch
+        {
+            TaskKind.Regression => tensor(indices.Select(i => examples[i].Label).ToArray()),
+            TaskKind.Classification => tensor(indices.Select(i => (long)examples[i].Label).ToArray()),
+            TaskKind.QuestionAnswering => tensor(indices.SelectMany(i => new long[] { examples[i].AnswerSpan.Start, examples[i].AnswerSpan.End }).ToArray(), [indices.Length, 2]),
+            _ => tensor(tokenLabels!, shape),
+        };
+        return new Batch((int[])indices.Clone(), tensor(ids, shape), tensor(mask, shape), types is null ? null : tensor(types, shape), labels);
+    }
+
+    Batch BuildChoices(int[] indices)
+    {
+        int choices = examples[indices[0]].Choices?.Count ?? 0;
+        foreach (int i in indices)
+            if ((examples[i].Choices?.Count ?? 0) != choices)
+                throw new ArgumentException($"a multiple-choice batch needs the same number of choices in every example ({examples[i].Choices?.Count ?? 0} vs {choices})", nameof(indices));
+        if (choices == 0) throw new ArgumentException("a multiple-choice example has no choices", nameof(indices));
+        var sequences = indices.SelectMany(i => examples[i].Choices!).ToList();
+        var (ids, mask, types, _) = Pad(sequences, tokenLabels: false);
+        long[] shape = [indices.Length, choices, ids.Length / sequences.Count];
+        Tensor labels = tensor(indices.Select(i => (long)examples[i].Label).ToArray());
+        return new Batch((int[])indices.Clone(), tensor(ids, shape), tensor(mask, shape), types is null ? null : tensor(types, shape), labels);
+    }
+
+    /// <summary>Sequences right-padded to the longest, row after row: ids, mask, token types (null when none has them), LM labels.</summary>
+    (long[] Ids, long[] Mask, long[]? Types, long[]? TokenLabels) Pad(IReadOnlyList<Example> sequences, bool tokenLabels)
+    {
+        int rows = sequences.Count;
+        int length = sequences.Max(e => e.InputIds.Length);
+        bool hasTypes = sequences.Any(e => e.TokenTypeIds is not null);
         var ids = new long[rows * length];
         var mask = new long[rows * length];
         var types = hasTypes ? new long[rows * length] : null;
-        var tokenLabels = lm ? new long[rows * length] : null;
+        var labels = tokenLabels ? new long[rows * length] : null;
         Array.Fill(ids, padId);
-        if (tokenLabels is not null) Array.Fill(tokenLabels, Losses.IgnoreIndex);
+        if (labels is not null) Array.Fill(labels, Losses.IgnoreIndex);
         for (int r = 0; r < rows; r++)
         {
-            var example = examples[indices[r]];
+            var example = sequences[r];
             int offset = r * length;
             for (int t = 0; t < example.InputIds.Length; t++)
             {
                 ids[offset + t] = example.InputIds[t];
                 mask[offset + t] = 1;
                 if (types is not null && example.TokenTypeIds is { } exampleTypes) types[offset + t] = exampleTypes[t];
-                if (tokenLabels is not null) tokenLabels[offset + t] = (example.LabelIds ?? example.InputIds)[t];
+                if (labels is not null) labels[offset + t] = (example.LabelIds ?? example.InputIds)[t];
             }
         }
-        long[] shape = [rows, length];
-        Tensor labels = task switch
-        {
-            TaskKind.Regression => tensor(indices.Select(i => examples[i].Label).ToArray()),
-            TaskKind.Classification => tensor(indices.Select(i => (long)examples[i].Label).ToArray()),
-            _ => tensor(tokenLabels!, shape),
-        };
-        return new Batch((int[])indices.Clone(), tensor(ids, shape), tensor(mask, shape), types is null ? null : tensor(types, shape), labels);
+        return (ids, mask, types, labels);
     }
 
     TrainingBatch IBatchSource.Build(int[] indices) => Build(indices).ToTrainingBatch();

@@ -12,6 +12,21 @@ public sealed record Example(int[] InputIds, int[]? TokenTypeIds = null, float L
 
     /// <summary>The row's own name from the file's id column (<see cref="ClassificationDataOptions.IdColumn"/>); null when none.</summary>
     public string? RowId { get; init; }
+
+    /// <summary>
+    /// Extractive QA (<see cref="Training.TaskKind.QuestionAnswering"/>): the token positions of the answer's first and
+    /// last token in <see cref="InputIds"/>; (0, 0) — the [CLS] / &lt;s&gt; position — when the window holds no answer.
+    /// </summary>
+    public (int Start, int End) AnswerSpan { get; init; }
+
+    /// <summary>
+    /// Multiple choice (<see cref="Training.TaskKind.MultipleChoice"/>): one sequence per choice (its ids and token
+    /// types; <see cref="Label"/> is the correct choice's index). <see cref="InputIds"/> is then the first choice's.
+    /// </summary>
+    public IReadOnlyList<Example>? Choices { get; init; }
+
+    /// <summary>Longest sequence of the example: its own, or its longest choice's.</summary>
+    public int Length => Choices is { Count: > 0 } choices ? choices.Max(c => c.InputIds.Length) : InputIds.Length;
 }
 
 /// <summary>A loaded classification or regression file.</summary>

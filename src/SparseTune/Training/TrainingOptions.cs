@@ -1,7 +1,11 @@
 namespace SparseTune.Training;
 
 /// <summary>What the model learns to predict; decides the loss and the metrics.</summary>
-public enum TaskKind { Classification, Regression, CausalLM, MaskedLM }
+/// <summary>
+/// What a batch's labels are and how the loss reads the logits: class ids, regression targets, next tokens, masked
+/// tokens, answer spans (start/end token of extractive QA), or the index of the correct choice (multiple choice).
+/// </summary>
+public enum TaskKind { Classification, Regression, CausalLM, MaskedLM, QuestionAnswering, MultipleChoice }
 
 /// <summary>Options of the one training loop every method uses. Defaults follow transformers' Trainer.</summary>
 public sealed record TrainingOptions
