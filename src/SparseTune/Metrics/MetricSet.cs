@@ -4,7 +4,8 @@ using static TorchSharp.torch;
 namespace SparseTune.Metrics;
 
 /// <summary>
-/// The eval metrics of a task, accumulated over batches: classification {accuracy, macro_f1, mcc}, regression
+/// The eval metrics of a task, accumulated over batches: classification {accuracy, macro_f1, mcc}, multiple choice
+/// {accuracy} (logits (B, choices)), regression
 /// {pearson, spearman}, causal / masked LM {perplexity, loss} (loss: mean token NLL). Feed it with
 /// <see cref="AddBatch"/> (model logits and batch labels) or the Add methods, then <see cref="Compute"/>.
 /// </summary>
@@ -19,7 +20,8 @@ public sealed class MetricSet
 
     public static MetricSet For(TaskKind task) => task switch
     {
-        TaskKind.Classification or TaskKind.Regression or TaskKind.CausalLM or TaskKind.MaskedLM => new MetricSet(task),
+        TaskKind.Classification or TaskKind.Regression or TaskKind.CausalLM or TaskKind.MaskedLM or TaskKind.MultipleChoice => new MetricSet(task),
+        TaskKind.QuestionAnswering => throw new ArgumentException("extractive QA is scored per question over its windows (SquadEvaluation), not per batch", nameof(task)),
         _ => throw new ArgumentOutOfRangeException(nameof(task)),
     };
 
@@ -32,6 +34,8 @@ public sealed class MetricSet
     {
         TaskKind.Classification => ["accuracy", "macro_f1", "mcc"],
         TaskKind.Regression => ["pearson", "spearman"],
+        TaskKind.MultipleChoice => ["accuracy"],
+        TaskKind.QuestionAnswering => ["f1", "exact_match"],
         _ => ["perplexity", "loss"],
     };
 
@@ -44,7 +48,7 @@ public sealed class MetricSet
     /// <summary>Class labels and predicted classes (classification).</summary>
     public void AddClasses(IEnumerable<int> trueLabels, IEnumerable<int> predicted)
     {
-        Require(TaskKind.Classification);
+        if (Task != TaskKind.MultipleChoice) Require(TaskKind.Classification);
         AppendPairs(labels, predictions, trueLabels, predicted, "labels");
     }
 
@@ -87,6 +91,7 @@ public sealed class MetricSet
         switch (Task)
         {
             case TaskKind.Classification:
+            case TaskKind.MultipleChoice:
                 AddClasses(batchLabels.to_type(ScalarType.Int64).cpu().data<long>().Select(v => (int)v).ToArray(),
                     logits.argmax(-1).cpu().data<long>().Select(v => (int)v).ToArray());
                 break;
@@ -125,6 +130,7 @@ public sealed class MetricSet
             ["macro_f1"] = Metric.MacroF1(labels, predictions),
             ["mcc"] = Metric.MatthewsCorrelation(labels, predictions),
         },
+        TaskKind.MultipleChoice => new Dictionary<string, double> { ["accuracy"] = Metric.Accuracy(labels, predictions) },
         TaskKind.Regression => new Dictionary<string, double>
         {
             ["pearson"] = Metric.Pearson(targets, values),

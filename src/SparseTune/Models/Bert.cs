@@ -8,15 +8,18 @@ using F = TorchSharp.torch.nn.functional;
 namespace SparseTune.Models;
 
 // BERT (Devlin et al. 2019) and RoBERTa (Liu et al. 2019), module for module as Hugging Face's
-// Bert/RobertaForSequenceClassification and Bert/RobertaForMaskedLM, so state_dict() keys are the checkpoint keys:
+// Bert/RobertaFor{SequenceClassification, MaskedLM, QuestionAnswering, MultipleChoice}, so state_dict() keys are the
+// checkpoint keys:
 //
 //   {bert|roberta}.embeddings                 word + position + token-type embeddings → LayerNorm
 //   {bert|roberta}.encoder.layer.{i}          post-norm residual blocks:
 //       attention.self → attention.output (dense, + x, LayerNorm)
 //       intermediate (dense, act) → output (dense, + x, LayerNorm)
-//   bert.pooler                                first token → dense → tanh (BERT classification only)
+//   {bert|roberta}.pooler                      first token → dense → tanh (BERT classification, multiple choice)
 //   classifier                                 BERT: linear on the pooled token;
-//                                              RoBERTa: dense → tanh → out_proj on the first token
+//                                              RoBERTa: dense → tanh → out_proj on the first token;
+//                                              multiple choice (both): linear (1, C) on the pooled token of each choice
+//   qa_outputs                                 extractive QA: linear (2, C) on every token → start, end logits
 //   cls.predictions | lm_head                  masked-LM head; its decoder is tied to word_embeddings
 //
 // last_hidden_state is the encoder output, before the pooler. The two families differ in where the body
@@ -380,6 +383,8 @@ public sealed class BertTransformer : TransformerModel
     [ComponentName(Name = "cls")] public readonly BertOnlyMLMHead? Cls;
     /// <summary>RoBERTa's masked-LM head; null otherwise.</summary>
     [ComponentName(Name = "lm_head")] public readonly RobertaLMHead? LmHead;
+    /// <summary>Extractive QA's span head (2, C): start and end logits of every token; null otherwise.</summary>
+    [ComponentName(Name = "qa_outputs")] public readonly TunableLinear? QaOutputs;
 
     readonly BertConfig config;
     readonly long padTokenId;
@@ -397,8 +402,9 @@ public sealed class BertTransformer : TransformerModel
         if (padTokenId < 0 || padTokenId >= config.VocabSize)
             throw new ModelConfigException($"pad_token_id {padTokenId} is outside the vocabulary (vocab_size {config.VocabSize})");
 
-        // Only BertForSequenceClassification builds the pooler (BertForMaskedLM and all RobertaFor* do not).
-        bool pooler = !config.IsRoberta && head == ModelHead.SequenceClassification;
+        // BertForSequenceClassification and both …ForMultipleChoice build the pooler; the masked-LM and QA models and
+        // RobertaForSequenceClassification do not.
+        bool pooler = head == ModelHead.MultipleChoice || (!config.IsRoberta && head == ModelHead.SequenceClassification);
         var body = new BertModel(config, padTokenId, addPoolingLayer: pooler);
         if (config.IsRoberta) roberta = body; else bert = body;
 
@@ -411,6 +417,12 @@ public sealed class BertTransformer : TransformerModel
                 classifierDropout = nn.Dropout(config.ClassifierDropout ?? config.HiddenDropoutProb);
             }
         }
+        else if (head == ModelHead.MultipleChoice)
+        {
+            Classifier = new TunableLinear(config.Hidden, 1);
+            classifierDropout = nn.Dropout(config.ClassifierDropout ?? config.HiddenDropoutProb);
+        }
+        else if (head == ModelHead.QuestionAnswering) QaOutputs = new TunableLinear(config.Hidden, 2);
         else if (config.IsRoberta) LmHead = new RobertaLMHead(config);
         else Cls = new BertOnlyMLMHead(config);
         RegisterComponents();
@@ -427,9 +439,21 @@ public sealed class BertTransformer : TransformerModel
     /// <summary>The masked-LM decoder weight (vocab, C): the word embedding matrix itself.</summary>
     public Tensor DecoderWeight => Body.Embeddings.WordEmbeddings.weight!;
 
+    /// <remarks>A multiple-choice model takes (B, choices, T) inputs, runs them as B·choices sequences and returns one
+    /// score per choice (B, choices); its last hidden state is (B·choices, T, C).</remarks>
     public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
     {
         using var scope = NewDisposeScope();
+        long choices = 0;
+        if (Head == ModelHead.MultipleChoice)
+        {
+            if (inputIds.dim() != 3) throw new ArgumentException($"a multiple-choice model takes (batch, choices, length) ids, not {inputIds.dim()}-D", nameof(inputIds));
+            choices = inputIds.shape[1];
+            long length = inputIds.shape[2];
+            inputIds = inputIds.reshape(-1, length);                                      // (B·choices, T)
+            attentionMask = attentionMask?.reshape(-1, length);
+            tokenTypeIds = tokenTypeIds?.reshape(-1, length);
+        }
         long T = inputIds.shape[1];
         // RoBERTa's positions start at pad + 1, so it has pad + 1 fewer usable positions (514 → 512).
         long maxLength = config.IsRoberta ? config.MaxPositionEmbeddings - padTokenId - 1 : config.MaxPositionEmbeddings;
@@ -454,6 +478,8 @@ public sealed class BertTransformer : TransformerModel
         {
             ModelHead.SequenceClassification when config.IsRoberta => Classifier!.call(x),                 // (B, num_labels)
             ModelHead.SequenceClassification => Classifier!.call(classifierDropout!.call(Body.Pooler!.call(x))),
+            ModelHead.MultipleChoice => Classifier!.call(classifierDropout!.call(Body.Pooler!.call(x))).view(-1, choices),   // (B, choices)
+            ModelHead.QuestionAnswering => QaOutputs!.call(x),                                                // (B, T, 2)
             _ when config.IsRoberta => LmHead!.call(x, DecoderWeight),                                     // (B, T, vocab)
             _ => Cls!.call(x, DecoderWeight),                                                              // (B, T, vocab)
         };
@@ -515,6 +541,8 @@ public sealed class BertTransformer : TransformerModel
     {
         ModelHead.SequenceClassification when config.IsRoberta => ["classifier"],
         ModelHead.SequenceClassification => ["bert.pooler", "classifier"],
+        ModelHead.MultipleChoice => [BodyName + ".pooler", "classifier"],
+        ModelHead.QuestionAnswering => ["qa_outputs"],
         _ when config.IsRoberta => ["lm_head"],
         _ => ["cls"],
     };
@@ -525,8 +553,7 @@ public sealed class BertTransformer : TransformerModel
     /// model does not build; BertModel/RobertaModel files omit the body prefix.
     /// </summary>
     /// <summary>The pooler: frozen when pretrained by methods whose original does so (SIFT), trained when fresh.</summary>
-    public override IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew =>
-        Head == ModelHead.SequenceClassification && !config.IsRoberta ? ["bert.pooler"] : [];
+    public override IReadOnlyList<string> HeadModulesTrainedOnlyWhenNew => Body.Pooler is null ? [] : [BodyName + ".pooler"];
 
     public override HfWeightTable WeightTable
     {
@@ -561,7 +588,8 @@ public sealed class BertTransformer : TransformerModel
                 Linear("classifier.dense");
                 Linear("classifier.out_proj");
             }
-            else if (Head == ModelHead.SequenceClassification) Linear("classifier");
+            else if (Head is ModelHead.SequenceClassification or ModelHead.MultipleChoice) Linear("classifier");
+            else if (Head == ModelHead.QuestionAnswering) Linear("qa_outputs");
             else if (config.IsRoberta)
             {
                 Same("lm_head.bias");   // a module's own parameters come before its children's in state_dict()

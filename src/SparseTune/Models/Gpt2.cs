@@ -170,6 +170,7 @@ public sealed class Gpt2Transformer : TransformerModel
     public Gpt2Transformer(Gpt2Config config, ModelHead head) : base(nameof(Gpt2Transformer), config, head)
     {
         if (head == ModelHead.MaskedLM) throw new ModelConfigException("GPT-2 has no masked-LM head");
+        EncoderOnlyHeads.Refuse(config, head);
         if (head == ModelHead.SequenceClassification && config.NumLabels == 0)
             throw new ModelConfigException("a GPT-2 classification head needs id2label in the config");
         this.config = config;

@@ -187,6 +187,7 @@ public sealed class LlamaTransformer : TransformerModel
     public LlamaTransformer(LlamaConfig config, ModelHead head) : base(nameof(LlamaTransformer), config, head)
     {
         if (head == ModelHead.MaskedLM) throw new ModelConfigException($"{config.ModelType} has no masked-LM head");
+        EncoderOnlyHeads.Refuse(config, head);
         if (head == ModelHead.SequenceClassification && config.NumLabels == 0)
             throw new ModelConfigException($"a {config.ModelType} classification head needs id2label in the config");
         this.config = config;

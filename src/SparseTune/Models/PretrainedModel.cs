@@ -19,6 +19,8 @@ public static class PretrainedModel
     {
         string arch = config.Architectures?.FirstOrDefault() ?? "";
         if (arch.EndsWith("ForSequenceClassification", StringComparison.Ordinal)) return ModelHead.SequenceClassification;
+        if (arch.EndsWith("ForQuestionAnswering", StringComparison.Ordinal)) return ModelHead.QuestionAnswering;
+        if (arch.EndsWith("ForMultipleChoice", StringComparison.Ordinal)) return ModelHead.MultipleChoice;
         if (arch.EndsWith("ForMaskedLM", StringComparison.Ordinal) || arch.EndsWith("ForPreTraining", StringComparison.Ordinal)) return ModelHead.MaskedLM;
         if (arch.Length == 0 && config is BertConfig) return ModelHead.MaskedLM;
         return config is BertConfig && !arch.EndsWith("LMHeadModel", StringComparison.Ordinal) && !arch.EndsWith("ForCausalLM", StringComparison.Ordinal)
@@ -43,6 +45,8 @@ public static class PretrainedModel
         {
             ModelHead.CausalLM => config is Gpt2Config ? "GPT2LMHeadModel" : family + "ForCausalLM",
             ModelHead.SequenceClassification => family + "ForSequenceClassification",
+            ModelHead.QuestionAnswering => family + "ForQuestionAnswering",
+            ModelHead.MultipleChoice => family + "ForMultipleChoice",
             _ => family + "ForMaskedLM",
         };
     }

@@ -13,6 +13,10 @@ public enum ModelHead
     SequenceClassification,
     /// <summary>Masked-token logits (B, T, vocab).</summary>
     MaskedLM,
+    /// <summary>Extractive QA (encoders): start and end logits of every token (B, T, 2), Hugging Face's qa_outputs.</summary>
+    QuestionAnswering,
+    /// <summary>Multiple choice (encoders): inputs (B, choices, T), one score per choice (B, choices), Hugging Face's …ForMultipleChoice.</summary>
+    MultipleChoice,
 }
 
 /// <summary>What a forward pass returns. Both tensors belong to the caller.</summary>

@@ -23,8 +23,26 @@ public static class Losses
             TaskKind.Regression => nn.functional.mse_loss(logits.squeeze(-1), labels),
             TaskKind.CausalLM => NextTokenLoss(logits, labels, labelSmoothing),
             TaskKind.MaskedLM => nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), labels.reshape(-1), ignore_index: IgnoreIndex, label_smoothing: labelSmoothing),
+            TaskKind.MultipleChoice => nn.functional.cross_entropy(logits, labels, label_smoothing: labelSmoothing),
+            TaskKind.QuestionAnswering => SpanLoss(logits, labels),
             _ => throw new ArgumentOutOfRangeException(nameof(task)),
         };
+    }
+
+    /// <summary>
+    /// Extractive QA as Hugging Face's …ForQuestionAnswering: the mean of the start and end positions' cross-entropies
+    /// over the tokens; positions outside the sequence are clamped to its length and ignored.
+    /// </summary>
+    /// <param name="logits">(B, T, 2): start and end logits of every token.</param>
+    /// <param name="spans">(B, 2) int64: the answer's start and end token positions.</param>
+    public static Tensor SpanLoss(Tensor logits, Tensor spans)
+    {
+        using var scope = NewDisposeScope();
+        long T = logits.shape[1];
+        Tensor positions = spans.clamp(0, T);                                          // (B, 2)
+        Tensor start = nn.functional.cross_entropy(logits.select(-1, 0), positions.select(1, 0), ignore_index: T);
+        Tensor end = nn.functional.cross_entropy(logits.select(-1, 1), positions.select(1, 1), ignore_index: T);
+        return ((start + end) / 2).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -98,6 +98,13 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     /// <summary>Computes eval metrics for the current model (the caller supplies data and metric set).</summary>
     public Func<TransformerModel, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
 
+    /// <summary>
+    /// The metric of <see cref="Evaluate"/> that ranks evaluations (best model, early stopping); null: the task's
+    /// (<see cref="MetricSet.MainMetric"/>). A decoder that trains as a language model but is scored on multiple choice
+    /// ranks by accuracy.
+    /// </summary>
+    public string? MainMetric { get; init; }
+
     public TrainingResult Run(IBatchSource train)
     {
         var problems = options.Problems();
@@ -132,7 +139,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
         var state = new RunState();
-        string mainMetric = MetricSet.MainMetric(task);
+        string mainMetric = MainMetric ?? MetricSet.MainMetric(task);
         var tracker = new EarlyStopping(MetricSet.GoalOf(mainMetric), options.EarlyStoppingPatience);
         using var best = new WeightSnapshot();
         IReadOnlyDictionary<string, double>? baseline = null;

@@ -55,9 +55,35 @@ public static class MethodArtifacts
         }).ToList();
     }
 
-    /// <summary>The head a file recording its labels needs: a classification head with them; else the base's own.</summary>
-    public static ArtifactHead HeadFromRecordedLabels(string safetensorsPath) =>
-        RecordedLabels(safetensorsPath) is { } labels ? new ArtifactHead(ModelHead.SequenceClassification, labels) : new ArtifactHead(null, null);
+    /// <summary>Safetensors metadata key of every SparseTune artifact naming the head it was trained with (a <see cref="ModelHead"/> name).</summary>
+    public const string HeadMetadataKey = "sparsetune.head";
+
+    /// <summary>
+    /// What an artifact records of the model's head so that it can be loaded without being told: the head's name, and
+    /// the class labels of a classification head.
+    /// </summary>
+    public static Dictionary<string, string> HeadMetadata(TransformerModel model)
+    {
+        var metadata = new Dictionary<string, string> { [HeadMetadataKey] = model.Head.ToString() };
+        if (model.Head == ModelHead.SequenceClassification && model.Config.Id2Label is { Count: > 0 } labels)
+            metadata[Id2LabelMetadataKey] = System.Text.Json.JsonSerializer.Serialize(labels);
+        return metadata;
+    }
+
+    /// <summary>
+    /// The head a file's metadata records (<see cref="HeadMetadata"/>), with a classification head's labels. A file
+    /// written before the head was recorded: its labels mean a classification head; without either, the base's own head.
+    /// </summary>
+    public static ArtifactHead HeadFromRecordedLabels(string safetensorsPath)
+    {
+        var labels = RecordedLabels(safetensorsPath);
+        using (var file = SafeTensorsFile.Open(safetensorsPath))
+            if (file.Metadata.TryGetValue(HeadMetadataKey, out var name))
+                return Enum.TryParse(name, out ModelHead head)
+                    ? new ArtifactHead(head, head == ModelHead.SequenceClassification ? labels : null)
+                    : throw new InvalidDataException($"{safetensorsPath}: unknown head '{name}' in its {HeadMetadataKey} metadata");
+        return labels is not null ? new ArtifactHead(ModelHead.SequenceClassification, labels) : new ArtifactHead(null, null);
+    }
 
     /// <summary>The class labels recorded in a safetensors file's metadata, in id order; null when it records none.</summary>
     public static IReadOnlyList<string>? RecordedLabels(string safetensorsPath)

@@ -38,7 +38,7 @@ public static class ModuleSelection
 
     /// <summary>
     /// Full module names of the modules trained in full (PEFT's modules_to_save), one rule for every method:
-    /// null means the model's task head for classification and nothing for a language model (as PEFT's SEQ_CLS
+    /// null means the model's task head (classification, QA, multiple choice) and nothing for a language model (as PEFT's SEQ_CLS
     /// and CAUSAL_LM task types do); with <paramref name="freezePretrainedHeadParts"/> (a method whose original
     /// leaves BERT's pretrained pooler frozen: SIFT) the parts in
     /// <see cref="TransformerModel.HeadModulesTrainedOnlyWhenNew"/> count only when the checkpoint lacked them, since a
@@ -49,7 +49,7 @@ public static class ModuleSelection
     {
         if (names is null)
         {
-            if (model.Head != ModelHead.SequenceClassification) return [];
+            if (model.Head is ModelHead.CausalLM or ModelHead.MaskedLM) return [];
             bool IsNew(string module) => model.NewlyInitialised is not { } fresh || fresh.Any(p => IsUnder(p, [module]));
             return model.HeadModuleNames.Where(h => !freezePretrainedHeadParts || !model.HeadModulesTrainedOnlyWhenNew.Contains(h) || IsNew(h)).ToList();
         }

@@ -48,7 +48,7 @@ public static class SparseMatrixFile
     public sealed record Entry(string Name, Tensor Indices, Tensor Values, long[] Shape);
 
     public static void Save(string path, SparseMatrixMode mode, string method, IEnumerable<Entry> entries,
-        IEnumerable<KeyValuePair<string, Tensor>> dense, IReadOnlyDictionary<string, string>? id2label = null,
+        IEnumerable<KeyValuePair<string, Tensor>> dense, IReadOnlyDictionary<string, string>? headMetadata = null,
         IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         using var scope = NewDisposeScope();
@@ -68,7 +68,7 @@ public static class SparseMatrixFile
             ["method"] = method,
             ["mode"] = mode.ToString().ToLowerInvariant(),
         };
-        if (id2label is { Count: > 0 }) metadata[MethodArtifacts.Id2LabelMetadataKey] = JsonSerializer.Serialize(id2label);
+        foreach (var (key, value) in headMetadata ?? new Dictionary<string, string>()) metadata[key] = value;
         foreach (var (key, value) in extraMetadata ?? new Dictionary<string, string>()) metadata.TryAdd(key, value);
         FiniteChecks.EnsureWritable(path, tensors);
         SafeTensors.Save(path, tensors, metadata);

@@ -411,7 +411,7 @@ public sealed class DseeTuner : Tuner
             m.Name + ".weight", b.Part, b.RowStart, b.Rows, b.A, b.B, tensor(b.Support.ToArray()), b.Values))).ToList();
         var dense = ParametersUnder(model, trainedModules).Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
         string path = Path.Combine(outputDirectory, DseeUpdate.FileName);
-        DseeUpdate.Save(path, options.Scaling, options.Prune, blocks, prunedIndices, removedHeads, dense, model.Config.Id2Label);
+        DseeUpdate.Save(path, options.Scaling, options.Prune, blocks, prunedIndices, removedHeads, dense, MethodArtifacts.HeadMetadata(model));
         return new Dictionary<string, string> { ["dsee_update"] = path };
     }
 

@@ -56,7 +56,7 @@ public static class DseeUpdate
 
     public static void Save(string path, double scaling, DseePruning pruning, IEnumerable<Block> blocks,
         IReadOnlyDictionary<string, Tensor> pruned, IReadOnlyDictionary<int, int[]> removedHeads,
-        IEnumerable<KeyValuePair<string, Tensor>> dense, IReadOnlyDictionary<string, string>? id2label)
+        IEnumerable<KeyValuePair<string, Tensor>> dense, IReadOnlyDictionary<string, string>? headMetadata)
     {
         using var scope = NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -80,7 +80,7 @@ public static class DseeUpdate
             ["pruning"] = pruning.ToString().ToLowerInvariant(),
             ["removed_heads"] = JsonSerializer.Serialize(removedHeads.OrderBy(p => p.Key).ToDictionary(p => p.Key.ToString(CultureInfo.InvariantCulture), p => p.Value)),
         };
-        if (id2label is { Count: > 0 }) metadata[MethodArtifacts.Id2LabelMetadataKey] = JsonSerializer.Serialize(id2label);
+        foreach (var (key, value) in headMetadata ?? new Dictionary<string, string>()) metadata[key] = value;
         SafeTensors.Save(path, tensors, metadata);
     }
 

@@ -62,8 +62,11 @@ public sealed class PeftLoraReader : IArtifactReader
     {
         var config = PeftLoraConfig.Load(artifact);
         ModelHead? head = PeftAdapterFormat.HeadOf(config.TaskType);
-        return new ArtifactHead(head, head == ModelHead.SequenceClassification
-            ? MethodArtifacts.RecordedLabels(Path.Combine(artifact, PeftAdapterFormat.WeightsFileName)) : null);
+        string weights = Path.Combine(artifact, PeftAdapterFormat.WeightsFileName);
+        // PEFT has no task type for multiple choice: SparseTune's own metadata names the head.
+        var recorded = File.Exists(weights) ? MethodArtifacts.HeadFromRecordedLabels(weights) : new ArtifactHead(null, null);
+        head ??= recorded.Head;
+        return new ArtifactHead(head, head == ModelHead.SequenceClassification ? MethodArtifacts.RecordedLabels(weights) : null);
     }
 
     public IReadOnlyCollection<string> ApplyTo(TransformerModel model, string artifact)

@@ -209,9 +209,7 @@ public sealed class LoraTuner : Tuner
                 bool transposed = table.TryGetValue(name, out var entry) && entry.Transposed;
                 tensors.Add(new(PeftAdapterFormat.KeyPrefix + name, transposed ? p.detach().t() : p.detach()));
             }
-            var metadata = new Dictionary<string, string> { ["format"] = "pt" };
-            if (model.Head == ModelHead.SequenceClassification && model.Config.Id2Label is { Count: > 0 } labels)
-                metadata[PeftAdapterFormat.Id2LabelMetadataKey] = JsonSerializer.Serialize(labels);
+            var metadata = new Dictionary<string, string>(MethodArtifacts.HeadMetadata(model)) { ["format"] = "pt" };
             FiniteChecks.EnsureWritable(Path.Combine(directory, PeftAdapterFormat.WeightsFileName), tensors);
             SafeTensors.Save(Path.Combine(directory, PeftAdapterFormat.WeightsFileName), tensors, metadata);
         }

@@ -37,6 +37,7 @@ public static class PeftAdapterFormat
     {
         ModelHead.SequenceClassification => "SEQ_CLS",
         ModelHead.CausalLM => "CAUSAL_LM",
+        ModelHead.QuestionAnswering => "QUESTION_ANS",
         _ => null,
     };
 
@@ -45,6 +46,7 @@ public static class PeftAdapterFormat
     {
         "SEQ_CLS" => ModelHead.SequenceClassification,
         "CAUSAL_LM" => ModelHead.CausalLM,
+        "QUESTION_ANS" => ModelHead.QuestionAnswering,
         _ => null,
     };
 

@@ -198,7 +198,7 @@ public sealed class PstTuner : Tuner
         }).ToList();
         var dense = ParametersUnder(model, trainedModules).Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
         string path = Path.Combine(outputDirectory, SparseWeightsFileName);
-        SparseMatrixFile.Save(path, SparseMatrixMode.Replace, Name, entries, dense, model.Config.Id2Label,
+        SparseMatrixFile.Save(path, SparseMatrixMode.Replace, Name, entries, dense, MethodArtifacts.HeadMetadata(model),
             new Dictionary<string, string> { ["sparsity"] = options.FinalSparsity.ToString("R", System.Globalization.CultureInfo.InvariantCulture) });
         return new Dictionary<string, string> { ["pst_sparse"] = path };
     }

@@ -162,7 +162,7 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         }
         var denseTensors = dense.Select(d => new KeyValuePair<string, Tensor>(d.Name, d.Parameter.detach())).ToList();
         string path = Path.Combine(outputDirectory, DeltaFileName);
-        SparseMatrixFile.Save(path, SparseMatrixMode.Add, Name, entries, denseTensors, model.Config.Id2Label);
+        SparseMatrixFile.Save(path, SparseMatrixMode.Add, Name, entries, denseTensors, MethodArtifacts.HeadMetadata(model));
         return new Dictionary<string, string> { ["sparse_delta"] = path };
     }
 
