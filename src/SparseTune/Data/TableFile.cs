@@ -11,6 +11,9 @@ public enum TableFormat { Auto, Csv, Tsv, Jsonl }
 /// <param name="StructuredFields">JSONL fields whose value was a boolean, array or object (not a string or number).</param>
 internal sealed record TableRecord(int Line, IReadOnlyDictionary<string, string?>? Fields, string? Error, IReadOnlySet<string>? StructuredFields = null);
 
+/// <summary>One record of a header-less CSV file: the line where it starts and its fields, or why it could not be read.</summary>
+internal sealed record HeaderlessCsvRecord(int Line, IReadOnlyList<string>? Fields, string? Error);
+
 /// <summary>
 /// Rows of a CSV (header row, RFC 4180 quoting), TSV (header row, no quoting) or JSONL (one object a line) file.
 /// Blank lines are skipped. A row that cannot be read (undecodable UTF-8, invalid JSON, wrong field count, broken
@@ -44,6 +47,25 @@ internal sealed class TableFile
             TableFormat.Tsv => ReadDelimited(path, lines, csv: false),
             _ => ReadJsonl(path, lines),
         };
+    }
+
+    /// <summary>
+    /// The records of a CSV file without a header row (the MMLU release), RFC 4180 quoting as in <see cref="Read"/>;
+    /// blank lines skipped. Each record carries the line where it starts, its fields, or why it could not be read.
+    /// </summary>
+    public static IReadOnlyList<HeaderlessCsvRecord> ReadHeaderlessCsv(string path)
+    {
+        var lines = TextLines.Read(path);
+        var records = new List<HeaderlessCsvRecord>();
+        int i = 0;
+        while (i < lines.Count)
+        {
+            if (IsBlank(lines[i])) { i++; continue; }
+            int line = lines[i].Number;
+            var (fields, error) = ParseCsvRecord(lines, ref i);
+            records.Add(new HeaderlessCsvRecord(line, fields, error));
+        }
+        return records;
     }
 
     static bool IsBlank(TextLine line) => line.Text is { } text && string.IsNullOrWhiteSpace(text);
