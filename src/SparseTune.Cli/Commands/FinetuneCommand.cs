@@ -24,7 +24,12 @@ public static class FinetuneCommand
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder (default: the bundled demo model)." };
         var train = new Option<string?>("--train") { Description = "Training data: CSV/TSV/JSONL (classification), .txt (causal LM), Alpaca JSONL (default: bundled demo data)." };
         var eval = new Option<string?>("--eval") { Description = "Evaluation data in the same format." };
-        var data = new Option<DataKind>("--data") { Description = "How to read the data.", DefaultValueFactory = _ => DataKind.Auto };
+        var data = new Option<string>("--data")
+        {
+            Description = "How to read the data: auto (from the file), classification, regression, text, alpaca, e2e, squad (extractive QA: SQuAD JSON or JSONL), multiple-choice (JSONL with choices).",
+            DefaultValueFactory = _ => "auto",
+        };
+        data.AcceptOnlyFromAmong([.. DataKinds.Names]);
         var method = new Option<string>("--method")
         {
             Description = "Fine-tuning method: " + string.Join("; ", MethodRegistry.All.Select(m => $"{m.Name} — {m.Summary}")) + ".",
@@ -101,7 +106,7 @@ public static class FinetuneCommand
                 ModelDirectory = modelDir,
                 TrainFile = trainFile,
                 EvalFile = evalFile,
-                Data = parse.GetValue(data),
+                Data = DataKinds.Parse(parse.GetValue(data)!),
                 Method = chosenMethod,
                 MaxLength = parse.GetValue(maxLength),
                 SkipBadRows = parse.GetValue(skipBad),

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SparseTune.Data;
+using SparseTune.Evaluation;
 using SparseTune.Generation;
 using SparseTune.Metrics;
 using SparseTune.Models;
@@ -24,6 +25,25 @@ public enum DataKind
     Alpaca,
     /// <summary>E2E NLG JSONL (meaning_representation, reference); loss only on the reference (<see cref="Generation.E2EData"/>).</summary>
     E2E,
+    /// <summary>Extractive QA: SQuAD v1.1/v2.0 JSON or flat JSONL (question, context, answers); encoders only (<see cref="SquadData"/>).</summary>
+    Squad,
+    /// <summary>
+    /// Multiple-choice JSONL (question, optional context, choices, label; <see cref="MultipleChoiceData"/>): an encoder's
+    /// multiple-choice head, or a decoder trained on the correct choice and scored by each choice's likelihood.
+    /// </summary>
+    MultipleChoice,
+}
+
+/// <summary>The names <c>--data</c> takes.</summary>
+public static class DataKinds
+{
+    public static readonly IReadOnlyList<string> Names = ["auto", "classification", "regression", "text", "alpaca", "e2e", "squad", "multiple-choice"];
+
+    /// <summary>A <c>--data</c> value (case-insensitive; "multiple-choice" or "multiplechoice").</summary>
+    public static DataKind Parse(string name) =>
+        Enum.TryParse(name.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out DataKind kind) && Enum.IsDefined(kind)
+            ? kind
+            : throw new ArgumentException($"--data: unknown '{name}' (choose {string.Join(", ", Names)})");
 }
 
 /// <summary>Everything `sparsetune finetune` needs, validated together before any work starts.</summary>
@@ -101,7 +121,7 @@ public static class FineTuneJob
             throw new InvalidDataException($"{options.EvalFile}: no usable evaluation rows ({data.Splits[1].RowsSkipped} skipped{(data.Splits[1].Skipped.Count > 0 ? ", e.g. " + data.Splits[1].Skipped[0] : "")})");
         Directory.CreateDirectory(output);
 
-        ModelHead head = task is TaskKind.Classification or TaskKind.Regression ? ModelHead.SequenceClassification : ModelHead.CausalLM;
+        ModelHead head = data.Head;
         IReadOnlyList<string>? headLabels = task switch
         {
             TaskKind.Classification => labels,
@@ -127,14 +147,15 @@ public static class FineTuneJob
         {
             Progress = progress,
             Log = log,
-            Evaluate = eval is null ? null : m => Evaluate(m, eval, task),
+            Evaluate = data.Evaluate ?? (eval is null ? null : m => Evaluate(m, eval, task)),
+            MainMetric = data.MainMetric,
             // The method's outputs are written as soon as it has finished, before anything that could still fail.
             Finished = m => outputs = SaveOutputs(m, tuner, output, options.ModelDirectory, kind == DataKind.Alpaca ? PromptTemplate.Alpaca : null),
         };
         TrainingResult result = trainer.Run(train);
         string summary = Trainer.TrainableSummary(model, tuner);
 
-        string metricName = MetricSet.NamesOf(task)[0];
+        string metricName = data.MainMetric ?? MetricSet.MainMetric(task);
         string plot = Path.Combine(output, "training-curve.svg");
         LossPlot.WriteSvg(plot, result.LossCurve,
             result.EvalCurve.Where(e => e.Metrics.ContainsKey(metricName)).Select(e => (e.Step, e.Metrics[metricName])).ToList(),
@@ -208,7 +229,7 @@ public static class FineTuneJob
 
     /// <summary>The kind of task the run's data makes (read from the first line of the training file under --data auto).</summary>
     public static TaskFamily TaskFamilyOf(FineTuneOptions options) =>
-        ResolveKind(options) is DataKind.Classification or DataKind.Regression ? TaskFamily.Classification : TaskFamily.Generation;
+        ResolveKind(options) is DataKind.Classification or DataKind.Regression or DataKind.Squad or DataKind.MultipleChoice ? TaskFamily.Classification : TaskFamily.Generation;
 
     static DataKind ResolveKind(FineTuneOptions options)
     {
@@ -226,6 +247,7 @@ public static class FineTuneJob
                     using var doc = JsonDocument.Parse(first);
                     if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("instruction", out _)) return DataKind.Alpaca;
                     if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty(Generation.E2EData.MeaningRepresentationField, out _)) return DataKind.E2E;
+                    if (MultipleChoiceData.Looks(doc.RootElement)) return DataKind.MultipleChoice;
                 }
                 catch (JsonException) { }
             }
@@ -233,12 +255,30 @@ public static class FineTuneJob
         return DataKind.Classification;
     }
 
-    sealed record LoadedData(IReadOnlyList<Example> Train, IReadOnlyList<Example>? Eval, IReadOnlyList<string> Labels, TaskKind Task, IReadOnlyList<DataSplitReport> Splits);
+    /// <summary>
+    /// A run's data: training and evaluation examples, the task the batches make, and the head the model needs.
+    /// <see cref="Evaluate"/> replaces the per-batch metrics where a task is scored otherwise (QA over its windows, a
+    /// decoder's multiple choice by likelihood); <see cref="MainMetric"/> then names the metric that ranks evaluations.
+    /// </summary>
+    sealed record LoadedData(IReadOnlyList<Example> Train, IReadOnlyList<Example>? Eval, IReadOnlyList<string> Labels, TaskKind Task, IReadOnlyList<DataSplitReport> Splits)
+    {
+        public ModelHead Head { get; init; } = Task switch
+        {
+            TaskKind.Classification or TaskKind.Regression => ModelHead.SequenceClassification,
+            TaskKind.QuestionAnswering => ModelHead.QuestionAnswering,
+            TaskKind.MultipleChoice => ModelHead.MultipleChoice,
+            _ => ModelHead.CausalLM,
+        };
+        public Func<TransformerModel, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
+        public string? MainMetric { get; init; }
+    }
 
     static LoadedData LoadData(FineTuneOptions options, DataKind kind, ITextEncoder encoder, ModelConfig config)
     {
         switch (kind)
         {
+            case DataKind.MultipleChoice:
+                return LoadMultipleChoice(options, encoder, config);
             case DataKind.Text:
             case DataKind.Alpaca:
             case DataKind.E2E:
@@ -274,6 +314,30 @@ public static class FineTuneJob
     }
 
     static IReadOnlyList<DataSplitReport> Splits(DataSplitReport train, DataSplitReport? eval) => eval is null ? [train] : [train, eval];
+
+    /// <summary>
+    /// Multiple choice: an encoder gets its multiple-choice head and (B, choices, T) batches; a decoder trains as a
+    /// language model on the correct choice after the prompt and is scored by each choice's likelihood
+    /// (<see cref="MultipleChoiceEvaluation"/>), ranked by accuracy.
+    /// </summary>
+    static LoadedData LoadMultipleChoice(FineTuneOptions options, ITextEncoder encoder, ModelConfig config)
+    {
+        var train = MultipleChoiceData.Read(options.TrainFile, options.SkipBadRows);
+        var eval = options.EvalFile is null ? null : MultipleChoiceData.Read(options.EvalFile, options.SkipBadRows);
+        if (train.Items.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no multiple-choice questions");
+        var splits = Splits(new DataSplitReport(options.TrainFile, train.Items.Count, train.SkippedRows, train.SkippedReasons),
+            eval is null ? null : new DataSplitReport(options.EvalFile!, eval.Items.Count, eval.SkippedRows, eval.SkippedReasons));
+        if (config is BertConfig)
+            return new LoadedData(MultipleChoiceData.EncoderExamples(options.TrainFile, train.Items, encoder, options.MaxLength),
+                eval is null ? null : MultipleChoiceData.EncoderExamples(options.EvalFile!, eval.Items, encoder, options.MaxLength),
+                [], TaskKind.MultipleChoice, splits);
+        return new LoadedData(MultipleChoiceData.DecoderTrainingExamples(train.Items, encoder, options.MaxLength),
+            eval is null ? null : MultipleChoiceData.DecoderTrainingExamples(eval.Items, encoder, options.MaxLength), [], TaskKind.CausalLM, splits)
+        {
+            Evaluate = eval is null ? null : m => MultipleChoiceEvaluation.Score(m, eval.Items, encoder, options.MaxLength, options.Training.BatchSize).Metrics,
+            MainMetric = MultipleChoiceEvaluation.MainMetric,
+        };
+    }
 
     /// <summary>The task's metrics over every eval batch (model already in eval mode, no grad).</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, Batcher eval, TaskKind task)

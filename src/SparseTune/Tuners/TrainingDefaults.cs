@@ -2,7 +2,7 @@ using SparseTune.Training;
 
 namespace SparseTune.Tuners;
 
-/// <summary>The two kinds of run whose original scripts differ: classification (NLU, GLUE) and generation (NLG, LM).</summary>
+/// <summary>The two kinds of run whose original scripts differ: classification (NLU: GLUE, QA, multiple choice) and generation (NLG, LM).</summary>
 public enum TaskFamily { Classification, Generation }
 
 /// <summary>
@@ -26,7 +26,7 @@ public sealed record TrainingDefaults
     public double? LabelSmoothing { get; init; }
 
     public static TaskFamily FamilyOf(TaskKind task) =>
-        task is TaskKind.Classification or TaskKind.Regression ? TaskFamily.Classification : TaskFamily.Generation;
+        task is TaskKind.Classification or TaskKind.Regression or TaskKind.QuestionAnswering or TaskKind.MultipleChoice ? TaskFamily.Classification : TaskFamily.Generation;
 
     /// <summary>
     /// <paramref name="options"/> with every declared value whose flag (--weight-decay, --max-grad-norm, --adam-epsilon,

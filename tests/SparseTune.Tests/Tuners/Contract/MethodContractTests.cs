@@ -16,8 +16,12 @@ namespace SparseTune.Tests.Tuners.Contract;
 /// </summary>
 public class MethodContractTests(ITestOutputHelper output)
 {
-    /// <summary>A family and head: BERT with its own classifier, GPT-2 (fused c_attn, Conv1D, tied head) as a causal LM, LLaMA (GQA) with a new classifier.</summary>
-    public sealed record Setup(string Model, TaskKind Task, int Vocab, IReadOnlyList<string>? NewLabels)
+    /// <summary>
+    /// A family and head: BERT with its own classifier, GPT-2 (fused c_attn, Conv1D, tied head) as a causal LM, LLaMA
+    /// (GQA) with a new classifier; and the other task types: BERT with a new extractive-QA head (the artifacts must
+    /// carry it) and a BertForMultipleChoice checkpoint with its own head ((B, choices, T) batches).
+    /// </summary>
+    public sealed record Setup(string Model, TaskKind Task, int Vocab, IReadOnlyList<string>? NewLabels, ModelHead? NewHead = null)
     {
         public override string ToString() => $"{Model} {Task}";
     }
@@ -27,7 +31,12 @@ public class MethodContractTests(ITestOutputHelper output)
         ["bert"] = new("bert-tiny", TaskKind.Classification, 223, null),
         ["gpt2"] = new("gpt2-tiny", TaskKind.CausalLM, 211, null),
         ["llama"] = new("llama-tiny", TaskKind.Classification, 241, ["a", "b", "c"]),
+        ["bert-qa"] = new("bert-tiny", TaskKind.QuestionAnswering, 223, null, ModelHead.QuestionAnswering),
+        ["bert-mc"] = new("bert-tiny-mc", TaskKind.MultipleChoice, 223, null),
     };
+
+    /// <summary>The setups of the model families (the task types' setups run in <see cref="Cases"/> only).</summary>
+    static readonly string[] Families = ["bert", "gpt2", "llama"];
 
     public static IEnumerable<object[]> Cases() =>
         from method in MethodRegistry.All
@@ -36,7 +45,7 @@ public class MethodContractTests(ITestOutputHelper output)
 
     /// <summary>Every method once, the families taken in turn (bf16 runs cost more on tiny shapes than float32).</summary>
     public static IEnumerable<object[]> Bf16Cases() =>
-        MethodRegistry.All.Select((method, i) => new object[] { method.Name, Setups.Keys.ElementAt(i % Setups.Count) });
+        MethodRegistry.All.Select((method, i) => new object[] { method.Name, Families[i % Families.Length] });
 
     [Fact]
     public void TheTestOnlyMethodIsRegisteredWithoutChangesToSrc()
@@ -46,9 +55,9 @@ public class MethodContractTests(ITestOutputHelper output)
     }
 
     static TransformerModel Load(Setup setup) =>
-        setup.NewLabels is null
-            ? PretrainedModel.Load(Fixtures.Model(setup.Model))
-            : PretrainedModel.Load(Fixtures.Model(setup.Model), ModelHead.SequenceClassification, setup.NewLabels);
+        setup.NewLabels is not null ? PretrainedModel.Load(Fixtures.Model(setup.Model), ModelHead.SequenceClassification, setup.NewLabels)
+        : setup.NewHead is { } head ? PretrainedModel.Load(Fixtures.Model(setup.Model), head)
+        : PretrainedModel.Load(Fixtures.Model(setup.Model));
 
     static SyntheticBatches Data(Setup setup) => new(setup.Task, setup.Vocab, 32, 8);
 
@@ -282,7 +291,7 @@ public class MethodContractTests(ITestOutputHelper output)
         var generator = new torch.Generator(5);
         var ids = randint(10, setup.Vocab, [2, 9], generator: generator);
         generator.Dispose();
-        return ids;
+        return setup.Task == TaskKind.MultipleChoice ? ids.view(1, 2, 9) : ids;   // one question, two choices
     }
 
     static Tensor Logits(TransformerModel model, Tensor ids)
