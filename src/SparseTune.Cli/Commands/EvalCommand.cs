@@ -240,7 +240,7 @@ public static class EvalCommand
     {
         var result = RunMmlu(options, Console.Error.WriteLine);
         var console = CliSupport.Out;
-        var table = new Table().AddColumns("subject", "questions", "correct", "accuracy", "shots");
+        var table = new Table().AddColumns("subject", "questions", "correct", "accuracy", "min shots");
         foreach (var s in result.Subjects)
             table.AddRow(Markup.Escape(s.Subject), $"{s.Questions}", $"{s.Correct}", $"{s.Accuracy:0.0000}", $"{s.Shots}");
         table.AddRow("overall (micro)", $"{result.Questions}", $"{result.Correct}", $"{result.Accuracy:0.0000}", "");

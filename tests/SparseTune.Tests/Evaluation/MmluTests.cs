@@ -8,6 +8,7 @@ using SparseTune.Models;
 using SparseTune.Tests.Data;
 using SparseTune.Tests.Support;
 using SparseTune.Tokenization;
+using SparseTune.Training;
 using Xunit;
 using static TorchSharp.torch;
 
@@ -239,6 +240,27 @@ public sealed class MmluTests : IDisposable
         }));
         Assert.Contains("mmlu: shots must be 0 or more", bad.Message);
         Assert.Contains("--data: MMLU folder not found", bad.Message);
+    }
+
+    [Fact]
+    public void EvalCommand_RunMmlu_MergesAMethodsAdapterIntoTheBaseModel()
+    {
+        var outcome = FineTuneJob.Run(new FineTuneOptions
+        {
+            ModelDirectory = Demo.Gpt2ModelDirectory(), TrainFile = Fixtures.TestData("e2e", "e2e.jsonl"), Method = "lora",
+            Training = new TrainingOptions { MaxSteps = 2, BatchSize = 4, LearningRate = 1e-2, EvaluateBaseline = false, OutputDirectory = Path.Combine(temp, "run") },
+        });
+        var options = new MmluEvalOptions
+        {
+            ModelDirectory = Demo.Gpt2ModelDirectory(), DataDirectory = DemoMmlu, Subjects = ["computer_basics"], Evaluation = new MmluOptions { Shots = 0 },
+        };
+        var log = new List<string>();
+        var plain = EvalCommand.RunMmlu(options);
+        var tuned = EvalCommand.RunMmlu(options with { AdapterDirectory = outcome.Outputs["adapter"] }, log.Add);
+
+        Assert.Contains(log, l => l.StartsWith($"merged {outcome.Outputs["adapter"]} into"));
+        Assert.Equal(12, tuned.Questions);
+        Assert.NotEqual(plain.Predictions[0].Probabilities, tuned.Predictions[0].Probabilities);
     }
 
     [Fact]
