@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Spectre.Console;
 using SparseTune.Data;
+using SparseTune.Evaluation;
 using SparseTune.Generation;
 using SparseTune.Models;
 using SparseTune.Nn;
@@ -9,7 +11,18 @@ using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
 
-/// <summary>Everything `sparsetune eval` needs, validated together before any work starts.</summary>
+/// <summary>What `sparsetune eval` evaluates.</summary>
+public enum EvalTask
+{
+    /// <summary>From --data: a folder is MMLU, a file is E2E.</summary>
+    Auto,
+    /// <summary>E2E NLG: generate from meaning representations, corpus BLEU.</summary>
+    E2E,
+    /// <summary>MMLU: k-shot multiple choice, accuracy per subject and overall.</summary>
+    Mmlu,
+}
+
+/// <summary>Everything `sparsetune eval --task e2e` needs, validated together before any work starts.</summary>
 public sealed record EvalOptions
 {
     public required string ModelDirectory { get; init; }
@@ -35,49 +48,97 @@ public sealed record EvalOptions
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
         else if (!E2EData.LooksLikeE2E(DataFile))
-            problems.Add($"--data: {DataFile} is not E2E JSONL (its first line needs \"{E2EData.MeaningRepresentationField}\" and \"{E2EData.ReferenceField}\"); eval supports E2E data only");
+            problems.Add($"--data: {DataFile} is not E2E JSONL (its first line needs \"{E2EData.MeaningRepresentationField}\" and \"{E2EData.ReferenceField}\"); --task e2e evaluates E2E data only (--task mmlu takes an MMLU folder)");
         if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory) && !File.Exists(AdapterDirectory)) problems.Add($"--adapter: not found: {AdapterDirectory}");
         if (Limit < 0) problems.Add("--limit must be 0 (all) or more");
         return problems;
     }
 }
 
+/// <summary>Everything `sparsetune eval --task mmlu` needs, validated together before any work starts.</summary>
+public sealed record MmluEvalOptions
+{
+    public required string ModelDirectory { get; init; }
+    /// <summary>The MMLU folder: test/SUBJECT_test.csv (or val/SUBJECT_val.csv) and dev/SUBJECT_dev.csv.</summary>
+    public required string DataDirectory { get; init; }
+    /// <summary>Any method's artifact (a LoRA adapter folder, a sparse delta, …) to merge into the model; null: the model as it is.</summary>
+    public string? AdapterDirectory { get; init; }
+    public MmluSplit Split { get; init; } = MmluSplit.Test;
+    /// <summary>Subjects to evaluate (file names without _test.csv); empty: all.</summary>
+    public IReadOnlyList<string> Subjects { get; init; } = [];
+    public MmluOptions Evaluation { get; init; } = new();
+    /// <summary>Per-question predictions JSONL; null: none written.</summary>
+    public string? OutputFile { get; init; }
+    /// <summary>cpu, cuda or auto.</summary>
+    public string Device { get; init; } = "cpu";
+    public Precision Precision { get; init; }
+
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>(Evaluation.Problems().Select(p => "mmlu: " + p));
+        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
+        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        var (folder, suffix) = MmluData.SplitFiles(Split);
+        if (!Directory.Exists(DataDirectory)) problems.Add($"--data: MMLU folder not found: {DataDirectory}");
+        else if (!Directory.Exists(Path.Combine(DataDirectory, folder))) problems.Add($"--data: {DataDirectory} has no {folder}/ folder (the MMLU layout: {folder}/SUBJECT{suffix}, dev/SUBJECT_dev.csv)");
+        if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory) && !File.Exists(AdapterDirectory)) problems.Add($"--adapter: not found: {AdapterDirectory}");
+        if (Subjects.Any(string.IsNullOrWhiteSpace)) problems.Add("--subjects: an empty subject name");
+        return problems;
+    }
+}
+
 /// <summary>
-/// sparsetune eval: the NLG evaluation of the PST paper's GPT-2 experiments. Generates one output per distinct
-/// meaning representation of an E2E JSONL file and scores the outputs with corpus BLEU against every reference
-/// of their MR. Decoding defaults are LoRA's for GPT-2 on E2E (beam 10, length penalty 0.8, no repeated 4-grams).
-/// Classification and language-modelling files are not evaluated here: `finetune --eval` reports their metrics.
+/// sparsetune eval: one command, one small run function per task. <c>--task e2e</c> is the NLG evaluation of the PST
+/// paper's GPT-2 experiments: one generation per distinct meaning representation of an E2E JSONL file, scored with
+/// corpus BLEU against every reference of its MR (decoding defaults are LoRA's for GPT-2 on E2E: beam 10, length
+/// penalty 0.8, no repeated 4-grams). <c>--task mmlu</c> is Hendrycks et al.'s k-shot MMLU on a folder in the release
+/// layout (<see cref="MmluEvaluation"/>). Classification and language-modelling files are not evaluated here:
+/// `finetune --eval` reports their metrics.
+/// <para>
+/// A new task is a value of <see cref="EvalTask"/>, a class of its own options (their flags, the binding onto its
+/// options record), a Run function, one line in <see cref="Execute"/> and, when --data can show it, a rule in <see cref="ResolveTask"/>.
+/// </para>
 /// </summary>
 public static class EvalCommand
 {
-    public static Command Create()
+    /// <summary>The flags every task reads.</summary>
+    sealed class CommonFlags
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face causal-LM folder (config.json, *.safetensors, tokenizer files).", Required = true };
-        var data = new Option<string>("--data") { Description = "E2E JSONL: one {\"meaning_representation\", \"reference\"} object a line, several lines per MR. Only E2E data is supported.", Required = true };
-        var adapter = new Option<string?>("--adapter", "--delta") { Description = "Any method's artifact to merge into --model first: a LoRA adapter folder, a sparse delta or sparse-weights file, or a run folder holding one." };
-        var beams = new Option<int>("--beams") { Description = "Beam size; 1 decodes greedily.", DefaultValueFactory = _ => 10 };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate per MR (EOS included).", DefaultValueFactory = _ => 64 };
-        var lengthPenalty = new Option<double>("--length-penalty") { Description = "Beam score = log p / length^α (Hugging Face's length_penalty).", DefaultValueFactory = _ => 0.8 };
-        var noRepeat = new Option<int>("--no-repeat-ngram") { Description = "Forbid repeating any n-gram of this size; 0 turns it off.", DefaultValueFactory = _ => 4 };
-        var limit = new Option<int>("--limit") { Description = "Evaluate only the first N meaning representations (0: all).", DefaultValueFactory = _ => 0 };
-        var lowercase = new Option<bool>("--lowercase") { Description = "Lowercase predictions and references before BLEU (sacrebleu -lc)." };
-        var tokenize = new Option<BleuTokenizer>("--bleu-tokenize") { Description = "BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
-        var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
-        var device = CliSupport.DeviceOption();
-        var precision = CliSupport.PrecisionOption();
-        var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
-        var output = new Option<string?>("--output") { Description = "Predictions JSONL to write (meaning_representation, prediction, references, …).", DefaultValueFactory = _ => "predictions.jsonl" };
-        var command = new Command("eval", "Generate from E2E meaning representations and report corpus BLEU (E2E NLG data only).")
+        public readonly Option<string> Model = new("--model") { Description = "Hugging Face causal-LM folder (config.json, *.safetensors, tokenizer files).", Required = true };
+        public readonly Option<string> Data = new("--data") { Description = "e2e: E2E JSONL, one {\"meaning_representation\", \"reference\"} object a line, several lines per MR. mmlu: a folder in the MMLU release layout (test/SUBJECT_test.csv, dev/SUBJECT_dev.csv).", Required = true };
+        public readonly Option<string> Task = new("--task") { Description = "e2e, mmlu, or auto: a folder is mmlu, a file e2e.", DefaultValueFactory = _ => "auto" };
+        public readonly Option<string?> Adapter = new("--adapter", "--delta") { Description = "Any method's artifact to merge into --model first: a LoRA adapter folder, a sparse delta or sparse-weights file, or a run folder holding one." };
+        public readonly Option<string?> Output = new("--output") { Description = "Predictions JSONL to write. e2e: predictions.jsonl unless given ('' writes none); mmlu: none unless given (subject, index, prediction, answer, probabilities, …)." };
+        public readonly Option<string> Device = CliSupport.DeviceOption();
+        public readonly Option<string> Precision = CliSupport.PrecisionOption();
+
+        public IEnumerable<Option> All => [Model, Data, Task, Adapter, Output, Device, Precision];
+    }
+
+    /// <summary>The flags of --task e2e, bound onto <see cref="EvalOptions"/>.</summary>
+    sealed class E2EFlags
+    {
+        readonly Option<int> beams = new("--beams") { Description = "e2e: beam size; 1 decodes greedily.", DefaultValueFactory = _ => 10 };
+        readonly Option<int> maxNew = new("--max-new-tokens") { Description = "e2e: most tokens to generate per MR (EOS included).", DefaultValueFactory = _ => 64 };
+        readonly Option<double> lengthPenalty = new("--length-penalty") { Description = "e2e: beam score = log p / length^α (Hugging Face's length_penalty).", DefaultValueFactory = _ => 0.8 };
+        readonly Option<int> noRepeat = new("--no-repeat-ngram") { Description = "e2e: forbid repeating any n-gram of this size; 0 turns it off.", DefaultValueFactory = _ => 4 };
+        readonly Option<int> limit = new("--limit") { Description = "e2e: evaluate only the first N meaning representations (0: all).", DefaultValueFactory = _ => 0 };
+        readonly Option<bool> lowercase = new("--lowercase") { Description = "e2e: lowercase predictions and references before BLEU (sacrebleu -lc)." };
+        readonly Option<BleuTokenizer> tokenize = new("--bleu-tokenize") { Description = "e2e: BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
+        readonly Option<bool> skipBad = new("--skip-bad-rows") { Description = "e2e: skip and count malformed rows instead of stopping at the first." };
+        readonly Option<bool> noCache = new("--no-cache") { Description = "e2e: recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
+
+        public IEnumerable<Option> All => [beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache];
+
+        public EvalOptions Bind(ParseResult parse, CommonFlags common)
         {
-            model, data, adapter, beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache, output, device, precision,
-        };
-        command.SetAction(parse => CliSupport.Run(parse, () =>
-        {
-            var options = new EvalOptions
+            // E2E writes predictions.jsonl unless told otherwise; an empty --output writes none.
+            string? output = parse.GetResult(common.Output) is null ? "predictions.jsonl" : parse.GetValue(common.Output);
+            return new EvalOptions
             {
-                ModelDirectory = parse.GetValue(model)!,
-                DataFile = parse.GetValue(data)!,
-                AdapterDirectory = parse.GetValue(adapter),
+                ModelDirectory = parse.GetValue(common.Model)!,
+                DataFile = parse.GetValue(common.Data)!,
+                AdapterDirectory = parse.GetValue(common.Adapter),
                 Generation = new GenerationOptions
                 {
                     NumBeams = parse.GetValue(beams),
@@ -90,17 +151,124 @@ public static class EvalCommand
                 Lowercase = parse.GetValue(lowercase),
                 Tokenizer = parse.GetValue(tokenize),
                 SkipBadRows = parse.GetValue(skipBad),
-                OutputFile = string.IsNullOrWhiteSpace(parse.GetValue(output)) ? null : parse.GetValue(output),
-                Device = parse.GetValue(device)!,
-                Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
+                OutputFile = string.IsNullOrWhiteSpace(output) ? null : output,
+                Device = parse.GetValue(common.Device)!,
+                Precision = CliSupport.ParsePrecision(parse.GetValue(common.Precision)),
             };
-            var result = Run(options, Console.Error.WriteLine);
-            var b = result.Bleu;
-            Console.WriteLine($"BLEU = {b.Score:0.00} {string.Join('/', b.Precisions.Select(p => p.ToString("0.0")))} (BP = {b.BrevityPenalty:0.000} hyp_len = {b.HypothesisLength} ref_len = {b.ReferenceLength}) over {result.Predictions.Count} meaning representations");
-            if (options.OutputFile is not null) Console.WriteLine($"wrote predictions to {options.OutputFile}");
-            return 0;
+        }
+    }
+
+    /// <summary>The flags of --task mmlu, bound onto <see cref="MmluEvalOptions"/>.</summary>
+    sealed class MmluFlags
+    {
+        readonly Option<int> shots = new("--shots") { Description = "mmlu: dev examples before each question (fewer where a prompt would not fit, or the dev file has fewer).", DefaultValueFactory = _ => 5 };
+        readonly Option<int> maxLength = new("--max-length") { Description = "mmlu: longest prompt in tokens; 0: the model's position limit.", DefaultValueFactory = _ => 0 };
+        readonly Option<string?> subjects = new("--subjects") { Description = "mmlu: comma-separated subjects to evaluate (e.g. anatomy,virology); default all." };
+        readonly Option<MmluSplit> split = new("--split") { Description = "mmlu: Test (test/SUBJECT_test.csv) or Val (val/SUBJECT_val.csv).", DefaultValueFactory = _ => MmluSplit.Test };
+        readonly Option<int> batchSize = new("--batch-size") { Description = "mmlu: prompts per forward pass.", DefaultValueFactory = _ => 8 };
+
+        public IEnumerable<Option> All => [shots, maxLength, subjects, split, batchSize];
+
+        public MmluEvalOptions Bind(ParseResult parse, CommonFlags common) => new()
+        {
+            ModelDirectory = parse.GetValue(common.Model)!,
+            DataDirectory = parse.GetValue(common.Data)!,
+            AdapterDirectory = parse.GetValue(common.Adapter),
+            Split = parse.GetValue(split),
+            Subjects = (parse.GetValue(subjects) ?? "").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
+            Evaluation = new MmluOptions
+            {
+                Shots = parse.GetValue(shots),
+                MaxLength = parse.GetValue(maxLength) is > 0 and var length ? length : null,
+                BatchSize = parse.GetValue(batchSize),
+            },
+            OutputFile = string.IsNullOrWhiteSpace(parse.GetValue(common.Output)) ? null : parse.GetValue(common.Output),
+            Device = parse.GetValue(common.Device)!,
+            Precision = CliSupport.ParsePrecision(parse.GetValue(common.Precision)),
+        };
+    }
+
+    public static Command Create()
+    {
+        var common = new CommonFlags();
+        var e2e = new E2EFlags();
+        var mmlu = new MmluFlags();
+        var command = new Command("eval", "Evaluate a causal LM (plus any method's adapter or delta): E2E generation with corpus BLEU, or MMLU k-shot accuracy.");
+        foreach (var option in common.All.Concat(e2e.All).Concat(mmlu.All)) command.Options.Add(option);
+        var flagsOfTask = new Dictionary<EvalTask, IEnumerable<Option>> { [EvalTask.E2E] = e2e.All, [EvalTask.Mmlu] = mmlu.All };
+
+        command.SetAction(parse => CliSupport.Run(parse, () =>
+        {
+            EvalTask task = ResolveTask(ParseTask(parse.GetValue(common.Task)), parse.GetValue(common.Data)!);
+            // A flag of another task would be ignored silently; say so instead.
+            var foreign = flagsOfTask.Where(f => f.Key != task).SelectMany(f => f.Value.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => $"{o.Name} applies to --task {Name(f.Key)}")).ToList();
+            if (foreign.Count > 0) throw new UsageException($"{string.Join("; ", foreign)}, not {Name(task)}");
+            return Execute(task, parse, common, e2e, mmlu);
         }));
         return command;
+    }
+
+    /// <summary>The task switch: one small run-and-print function per task.</summary>
+    static int Execute(EvalTask task, ParseResult parse, CommonFlags common, E2EFlags e2e, MmluFlags mmlu) => task switch
+    {
+        EvalTask.E2E => PrintE2E(e2e.Bind(parse, common)),
+        EvalTask.Mmlu => PrintMmlu(mmlu.Bind(parse, common)),
+        _ => throw new UsageException($"--task {Name(task)} is not supported"),
+    };
+
+    static string Name(EvalTask task) => task.ToString().ToLowerInvariant();
+
+    static EvalTask ParseTask(string? text) =>
+        Enum.TryParse<EvalTask>(text, ignoreCase: true, out var task) && Enum.IsDefined(task)
+            ? task
+            : throw new UsageException($"--task: '{text}' is not one of {string.Join(", ", Enum.GetValues<EvalTask>().Select(Name))}");
+
+    /// <summary>An explicit task as it is; auto: a folder is MMLU, anything else E2E (whose validation names what is wrong with it).</summary>
+    public static EvalTask ResolveTask(EvalTask requested, string data) =>
+        requested != EvalTask.Auto ? requested : Directory.Exists(data) ? EvalTask.Mmlu : EvalTask.E2E;
+
+    static int PrintE2E(EvalOptions options)
+    {
+        var result = Run(options, Console.Error.WriteLine);
+        var b = result.Bleu;
+        Console.WriteLine($"BLEU = {b.Score:0.00} {string.Join('/', b.Precisions.Select(p => p.ToString("0.0")))} (BP = {b.BrevityPenalty:0.000} hyp_len = {b.HypothesisLength} ref_len = {b.ReferenceLength}) over {result.Predictions.Count} meaning representations");
+        if (options.OutputFile is not null) Console.WriteLine($"wrote predictions to {options.OutputFile}");
+        return 0;
+    }
+
+    static int PrintMmlu(MmluEvalOptions options)
+    {
+        var result = RunMmlu(options, Console.Error.WriteLine);
+        var console = CliSupport.Out;
+        var table = new Table().AddColumns("subject", "questions", "correct", "accuracy", "min shots");
+        foreach (var s in result.Subjects)
+            table.AddRow(Markup.Escape(s.Subject), $"{s.Questions}", $"{s.Correct}", $"{s.Accuracy:0.0000}", $"{s.Shots}");
+        table.AddRow("overall (micro)", $"{result.Questions}", $"{result.Correct}", $"{result.Accuracy:0.0000}", "");
+        table.AddRow($"macro ({result.Subjects.Count} subjects)", "", "", $"{result.MacroAccuracy:0.0000}", "");
+        console.Write(table);
+        console.MarkupLine(Markup.Escape($"MMLU accuracy = {result.Accuracy:0.0000} over {result.Questions} questions in {result.Subjects.Count} subjects (macro {result.MacroAccuracy:0.0000})"));
+        if (options.OutputFile is not null) console.MarkupLine(Markup.Escape($"wrote predictions to {options.OutputFile}"));
+        return 0;
+    }
+
+    /// <summary>Validates, loads data, model (and adapter) and tokenizer, evaluates every subject and writes the predictions.</summary>
+    /// <param name="log">Per-subject progress and warnings (the CLI sends them to stderr).</param>
+    public static MmluResult RunMmlu(MmluEvalOptions options, Action<string>? log = null)
+    {
+        var problems = options.Problems();
+        if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
+        // The data first: a bad row should not wait for the model to load.
+        var subjects = MmluData.Load(options.DataDirectory, options.Split, options.Subjects);
+        var encoder = new TokenizerEncoder(TextTokenizer.FromFolder(options.ModelDirectory));
+
+        using TransformerModel net = TextGenerator.LoadCausalLM(options.ModelDirectory, options.AdapterDirectory, log);
+        net.to(ComputeDevice.Resolve(options.Device, log));
+        net.Precision = options.Precision;
+        var progress = new SynchronousProgress<MmluProgress>(p =>
+            log?.Invoke($"[{p.SubjectsDone}/{p.SubjectCount}] {p.Subject.Subject}: accuracy {p.Subject.Accuracy:0.000} ({p.Subject.Correct}/{p.Subject.Questions}, {p.Subject.Shots}-shot)"));
+        var result = MmluEvaluation.Evaluate(net, encoder, subjects, options.Evaluation, progress, log);
+        if (options.OutputFile is not null) MmluEvaluation.WritePredictions(options.OutputFile, result.Predictions);
+        return result;
     }
 
     /// <summary>Validates, loads model (and adapter), tokenizer and data, generates, scores and writes the predictions.</summary>
@@ -122,7 +290,7 @@ public static class EvalCommand
         net.Precision = options.Precision;
 
         int every = Math.Max(1, groups.Count / 10);
-        var progress = new SynchronousProgress(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });
+        var progress = new SynchronousProgress<int>(done => { if (done % every == 0 || done == groups.Count) log?.Invoke($"generated {done}/{groups.Count}"); });
         var result = E2EEvaluator.Evaluate(net, groups, encoder, ids => tokenizer.Decode(ids), options.Generation,
             options.Tokenizer, options.Lowercase, progress);
         if (options.OutputFile is not null) E2EEvaluator.WritePredictions(options.OutputFile, result.Predictions);
@@ -130,8 +298,8 @@ public static class EvalCommand
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and print out of order).</summary>
-    sealed class SynchronousProgress(Action<int> report) : IProgress<int>
+    sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
     {
-        public void Report(int value) => report(value);
+        public void Report(T value) => report(value);
     }
 }

@@ -100,7 +100,7 @@ public static class MmluData
     /// two spaces ("about  high school physics."); models were compared on exactly this text.
     /// </summary>
     public static string Header(string subject) =>
-        "The following are multiple choice questions (with answers) about" + string.Concat(subject.Split('_').Select(word => " " + word)) + ".\n\n";
+        "The following are multiple choice questions (with answers) about " + string.Concat(subject.Split('_').Select(word => " " + word)) + ".\n\n";
 
     /// <summary>"question\nA. …\nB. …\nC. …\nD. …\nAnswer:", and for a shot the answer after it: " B\n\n".</summary>
     public static string FormatQuestion(MmluQuestion question, bool includeAnswer)

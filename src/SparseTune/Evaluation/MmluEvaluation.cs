@@ -13,7 +13,7 @@ public sealed record MmluOptions
     /// <summary>Dev examples (with answers) before each question; a subject with fewer dev rows uses all it has.</summary>
     public int Shots { get; init; } = 5;
 
-    /// <summary>Longest prompt in tokens; null: the model's position limit. Shots are dropped from the end until the prompt fits.</summary>
+    /// <summary>Longest prompt in tokens, never more than the model's position limit; null: that limit. Shots are dropped from the end until the prompt fits.</summary>
     public int? MaxLength { get; init; }
 
     /// <summary>Prompts per forward pass.</summary>

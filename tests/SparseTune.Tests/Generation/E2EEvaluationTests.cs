@@ -154,7 +154,7 @@ public sealed class E2EEvaluationTests(Gpt2TinyModel fixture) : IClassFixture<Gp
             new StringWriter(), stderr);
 
         Assert.Equal(2, exit);
-        Assert.Contains("eval supports E2E data only", stderr.ToString());
+        Assert.Contains("is not E2E JSONL", stderr.ToString());
         Assert.Contains("beams must be at least 1", stderr.ToString());
     }
 }
