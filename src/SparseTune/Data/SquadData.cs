@@ -142,8 +142,7 @@ public static class SquadData
                             string? question = Text(qa, "question", ref problem);
                             var answers = Answers(qa, ref problem);
                             bool impossible = Impossible(qa, ref problem);
-                            if (problem is not null && id is not null) problem = $"question id '{id}': {problem}";
-                            Add(lines.Of(id), id ?? "", question, context, answers, impossible, title, problem);
+                            Add(lines.Of(id), id ?? "", question, context, answers, impossible, title, problem, nameId: id is not null);
                         }
                     }
                 }
@@ -160,14 +159,16 @@ public static class SquadData
             foreach (var item in list.EnumerateArray()) yield return (item, ++number);
         }
 
-        void Add(int line, string id, string? question, string? context, List<QaAnswer>? answers, bool impossible, string? title, string? problem)
+        /// <summary>Keeps the question, or reports it as bad (<paramref name="nameId"/>: the message starts with its id, for SQuAD JSON).</summary>
+        void Add(int line, string id, string? question, string? context, List<QaAnswer>? answers, bool impossible, string? title, string? problem,
+            bool nameId = false)
         {
             if (problem is null && impossible && answers is { Count: > 0 }) problem = "is_impossible is true but the question has answers";
             if (problem is null)
                 for (int i = 0; i < answers!.Count && problem is null; i++)
                     problem = Misplaced(answers[i], i + 1, context!);
             if (problem is null && lineOfId.TryGetValue(id, out int firstLine)) problem = $"duplicate id '{id}' (first on line {firstLine})";
-            if (problem is not null) { bad.Report(line, problem); return; }
+            if (problem is not null) { bad.Report(line, nameId ? $"question id '{id}': {problem}" : problem); return; }
             lineOfId[id] = line;
             bool noAnswer = impossible || (answers!.Count == 0 && !options.AnswersOptional);
             examples.Add(new QaExample(id, question!, context!, answers!, noAnswer) { Title = title, SourceLine = line });
