@@ -3,7 +3,7 @@ using SparseTune.Tokenization;
 namespace SparseTune.Data;
 
 /// <summary>Lets the data loaders use a model folder's <see cref="TextTokenizer"/>.</summary>
-public sealed class TokenizerEncoder(TextTokenizer tokenizer) : ITextEncoder
+public sealed class TokenizerEncoder(TextTokenizer tokenizer) : ITextEncoder, ISpanEncoder
 {
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens) => tokenizer.Encode(text, addSpecialTokens);
 
@@ -17,4 +17,10 @@ public sealed class TokenizerEncoder(TextTokenizer tokenizer) : ITextEncoder
     public int PadId => tokenizer.PadId ?? tokenizer.EosId ?? 0;
 
     public int? EosId => tokenizer.EosId;
+
+    public EncodedText EncodeWithOffsets(string text) => tokenizer.EncodeWithOffsets(text);
+
+    public EncodedPair BuildPair(IReadOnlyList<int> first, IReadOnlyList<int> second) => tokenizer.BuildPair(first, second);
+
+    public int PairSpecialTokenCount => tokenizer.PairSpecialTokenCount;
 }

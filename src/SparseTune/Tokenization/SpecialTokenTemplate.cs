@@ -140,12 +140,14 @@ internal sealed class SpecialTokenTemplate
     {
         var ids = new List<int>(a.Count + (b?.Count ?? 0) + 4);
         var types = new List<int>(ids.Capacity);
+        int secondStart = 0;
         foreach (var piece in b is null ? _single : _pair)
         {
             IReadOnlyList<int> part = piece.Sequence switch { 'A' => a, 'B' => b!, _ => piece.Ids };
+            if (piece.Sequence == 'B') secondStart = ids.Count;
             ids.AddRange(part);
             types.AddRange(Enumerable.Repeat(piece.TypeId, part.Count));
         }
-        return new EncodedPair(ids, types);
+        return new EncodedPair(ids, types) { SecondStart = secondStart };
     }
 }

@@ -3,7 +3,11 @@ using Microsoft.ML.Tokenizers;
 namespace SparseTune.Tokenization;
 
 /// <summary>The ids of an encoded sequence pair with their token-type (segment) ids, index for index.</summary>
-public sealed record EncodedPair(IReadOnlyList<int> Ids, IReadOnlyList<int> TokenTypeIds);
+public sealed record EncodedPair(IReadOnlyList<int> Ids, IReadOnlyList<int> TokenTypeIds)
+{
+    /// <summary>Index in <see cref="Ids"/> of the second sequence's first token (where it would be when empty); 0 for a single sequence.</summary>
+    public int SecondStart { get; init; }
+}
 
 /// <summary>
 /// A tokenizer read from a Hugging Face model folder: a Microsoft.ML.Tokenizers tokenizer for the text itself plus
@@ -106,6 +110,35 @@ public sealed class TextTokenizer
         return template.Apply(EncodeText(first), EncodeText(second));
     }
 
+    /// <summary>
+    /// Token ids of <paramref name="text"/> without special tokens — the same ids as <c>Encode(text, false)</c> — and
+    /// each token's character span in <paramref name="text"/> itself (not in the lowercased, accent-stripped or
+    /// prefix-spaced text the tokenizer saw). See <see cref="TokenOffsets"/> for how exact the spans are.
+    /// </summary>
+    /// <exception cref="NotSupportedException">A SentencePiece tokenizer: only WordPiece and byte-level BPE report offsets here.</exception>
+    public EncodedText EncodeWithOffsets(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (Kind == SentencePieceKind)
+            throw new NotSupportedException($"{SourceFile}: character offsets are supported for WordPiece and byte-level BPE tokenizers, not SentencePiece.");
+        string encoded = PrefixSpaced(text);
+        return TokenOffsets.Encode(Inner, text, encoded, prefixLength: encoded.Length - text.Length);
+    }
+
+    /// <summary>
+    /// The pair template around two already-encoded sequences ([CLS] a [SEP] b [SEP], &lt;s&gt; a &lt;/s&gt;&lt;/s&gt; b &lt;/s&gt; ...)
+    /// with token types as <see cref="EncodePairWithTypeIds"/> and <see cref="EncodedPair.SecondStart"/> set.
+    /// </summary>
+    public EncodedPair BuildPair(IReadOnlyList<int> first, IReadOnlyList<int> second)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        ArgumentNullException.ThrowIfNull(second);
+        return _template.Apply(first, second);
+    }
+
+    /// <summary>Special tokens the pair template adds (Hugging Face's num_special_tokens_to_add(pair=True)): 3 for BERT, 4 for RoBERTa.</summary>
+    public int PairSpecialTokenCount => _template.Apply([], []).Ids.Count;
+
     /// <summary>Text of <paramref name="ids"/>; special tokens (pad, bos, eos, cls, sep, unk, mask and tokens marked special)
     /// are dropped unless <paramref name="skipSpecialTokens"/> is false.</summary>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
@@ -125,8 +158,10 @@ public sealed class TextTokenizer
     /// <summary>Id of a token (vocabulary entry or added token), or null.</summary>
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 
-    private IReadOnlyList<int> EncodeText(string text) =>
-        _encode(_addPrefixSpace && text.Length > 0 && text[0] != ' ' ? " " + text : text);
+    private IReadOnlyList<int> EncodeText(string text) => _encode(PrefixSpaced(text));
+
+    /// <summary>The text as the tokenizer sees it: with a leading space when the tokenizer adds a prefix space (RoBERTa's add_prefix_space).</summary>
+    private string PrefixSpaced(string text) => _addPrefixSpace && text.Length > 0 && text[0] != ' ' ? " " + text : text;
 }
 
 /// <summary>Everything a loader hands to <see cref="TextTokenizer"/>.</summary>
