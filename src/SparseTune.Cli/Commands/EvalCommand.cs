@@ -7,6 +7,7 @@ using SparseTune.Models;
 using SparseTune.Nn;
 using TorchSharp;
 using SparseTune.Tokenization;
+using SparseTune.Training;
 using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
@@ -20,6 +21,14 @@ public enum EvalTask
     E2E,
     /// <summary>MMLU: k-shot multiple choice, accuracy per subject and overall.</summary>
     Mmlu,
+    /// <summary>Classification (accuracy, macro F1, MCC) or regression (Pearson, Spearman), as the model's head; CSV/TSV/JSONL with labels.</summary>
+    Classification,
+    /// <summary>Extractive QA: SQuAD exact match and F1.</summary>
+    Squad,
+    /// <summary>Multiple-choice accuracy: an encoder's multiple-choice head, or a causal LM's choice likelihoods.</summary>
+    MultipleChoice,
+    /// <summary>A causal LM's perplexity on plain text (.txt), Alpaca or E2E JSONL (responses only).</summary>
+    Perplexity,
 }
 
 /// <summary>Everything `sparsetune eval --task e2e` needs, validated together before any work starts.</summary>
@@ -92,8 +101,8 @@ public sealed record MmluEvalOptions
 /// paper's GPT-2 experiments: one generation per distinct meaning representation of an E2E JSONL file, scored with
 /// corpus BLEU against every reference of its MR (decoding defaults are LoRA's for GPT-2 on E2E: beam 10, length
 /// penalty 0.8, no repeated 4-grams). <c>--task mmlu</c> is Hendrycks et al.'s k-shot MMLU on a folder in the release
-/// layout (<see cref="MmluEvaluation"/>). Classification and language-modelling files are not evaluated here:
-/// `finetune --eval` reports their metrics.
+/// layout (<see cref="MmluEvaluation"/>). classification, squad, multiple-choice and perplexity score a labelled file
+/// with the metrics fine-tuning reports for it (<see cref="DatasetEvaluation"/>).
 /// <para>
 /// A new task is a value of <see cref="EvalTask"/>, a class of its own options (their flags, the binding onto its
 /// options record), a Run function, one line in <see cref="Execute"/> and, when --data can show it, a rule in <see cref="ResolveTask"/>.
@@ -104,15 +113,18 @@ public static class EvalCommand
     /// <summary>The flags every task reads.</summary>
     sealed class CommonFlags
     {
-        public readonly Option<string> Model = new("--model") { Description = "Hugging Face causal-LM folder (config.json, *.safetensors, tokenizer files).", Required = true };
-        public readonly Option<string> Data = new("--data") { Description = "e2e: E2E JSONL, one {\"meaning_representation\", \"reference\"} object a line, several lines per MR. mmlu: a folder in the MMLU release layout (test/SUBJECT_test.csv, dev/SUBJECT_dev.csv).", Required = true };
-        public readonly Option<string> Task = new("--task") { Description = "e2e, mmlu, or auto: a folder is mmlu, a file e2e.", DefaultValueFactory = _ => "auto" };
+        public readonly Option<string> Model = new("--model") { Description = "Hugging Face model folder (config.json, *.safetensors, tokenizer files): a fine-tuned run's model/, or the base model of --adapter.", Required = true };
+        public readonly Option<string> Data = new("--data") { Description = "e2e: E2E JSONL, one {\"meaning_representation\", \"reference\"} object a line, several lines per MR. mmlu: a folder in the MMLU release layout (test/SUBJECT_test.csv, dev/SUBJECT_dev.csv). classification: CSV/TSV/JSONL with a label column. squad: SQuAD v1.1/v2.0 JSON or JSONL. multiple-choice: JSONL with question, choices, label. perplexity: .txt, Alpaca or E2E JSONL.", Required = true };
+        public readonly Option<string> Task = new("--task") { Description = "e2e, mmlu, classification, squad, multiple-choice, perplexity, or auto: a folder is mmlu; a file is read as finetune reads it (E2E JSONL → e2e, plain text and Alpaca → perplexity).", DefaultValueFactory = _ => "auto" };
+        public readonly Option<int> MaxLength = new("--max-length") { Description = "Tokens per example, as fine-tuned (QA: window length; perplexity: block size); mmlu: longest prompt. 0: 128, or the model's position limit for mmlu.", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> BatchSize = new("--batch-size") { Description = "Examples (mmlu: prompts) per forward pass.", DefaultValueFactory = _ => 8 };
+        public readonly Option<bool> SkipBad = new("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
         public readonly Option<string?> Adapter = new("--adapter", "--delta") { Description = "Any method's artifact to merge into --model first: a LoRA adapter folder, a sparse delta or sparse-weights file, or a run folder holding one." };
         public readonly Option<string?> Output = new("--output") { Description = "Predictions JSONL to write. e2e: predictions.jsonl unless given ('' writes none); mmlu: none unless given (subject, index, prediction, answer, probabilities, …)." };
         public readonly Option<string> Device = CliSupport.DeviceOption();
         public readonly Option<string> Precision = CliSupport.PrecisionOption();
 
-        public IEnumerable<Option> All => [Model, Data, Task, Adapter, Output, Device, Precision];
+        public IEnumerable<Option> All => [Model, Data, Task, Adapter, Output, MaxLength, BatchSize, SkipBad, Device, Precision];
     }
 
     /// <summary>The flags of --task e2e, bound onto <see cref="EvalOptions"/>.</summary>
@@ -125,10 +137,9 @@ public static class EvalCommand
         readonly Option<int> limit = new("--limit") { Description = "e2e: evaluate only the first N meaning representations (0: all).", DefaultValueFactory = _ => 0 };
         readonly Option<bool> lowercase = new("--lowercase") { Description = "e2e: lowercase predictions and references before BLEU (sacrebleu -lc)." };
         readonly Option<BleuTokenizer> tokenize = new("--bleu-tokenize") { Description = "e2e: BLEU tokenisation: ThirteenA (sacrebleu's default 13a) or Whitespace.", DefaultValueFactory = _ => BleuTokenizer.ThirteenA };
-        readonly Option<bool> skipBad = new("--skip-bad-rows") { Description = "e2e: skip and count malformed rows instead of stopping at the first." };
         readonly Option<bool> noCache = new("--no-cache") { Description = "e2e: recompute the whole prefix at every decoding step instead of keeping a key/value cache (same output, slower)." };
 
-        public IEnumerable<Option> All => [beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, skipBad, noCache];
+        public IEnumerable<Option> All => [beams, maxNew, lengthPenalty, noRepeat, limit, lowercase, tokenize, noCache];
 
         public EvalOptions Bind(ParseResult parse, CommonFlags common)
         {
@@ -150,7 +161,7 @@ public static class EvalCommand
                 Limit = parse.GetValue(limit),
                 Lowercase = parse.GetValue(lowercase),
                 Tokenizer = parse.GetValue(tokenize),
-                SkipBadRows = parse.GetValue(skipBad),
+                SkipBadRows = parse.GetValue(common.SkipBad),
                 OutputFile = string.IsNullOrWhiteSpace(output) ? null : output,
                 Device = parse.GetValue(common.Device)!,
                 Precision = CliSupport.ParsePrecision(parse.GetValue(common.Precision)),
@@ -162,12 +173,10 @@ public static class EvalCommand
     sealed class MmluFlags
     {
         readonly Option<int> shots = new("--shots") { Description = "mmlu: dev examples before each question (fewer where a prompt would not fit, or the dev file has fewer).", DefaultValueFactory = _ => 5 };
-        readonly Option<int> maxLength = new("--max-length") { Description = "mmlu: longest prompt in tokens; 0: the model's position limit.", DefaultValueFactory = _ => 0 };
         readonly Option<string?> subjects = new("--subjects") { Description = "mmlu: comma-separated subjects to evaluate (e.g. anatomy,virology); default all." };
         readonly Option<MmluSplit> split = new("--split") { Description = "mmlu: Test (test/SUBJECT_test.csv) or Val (val/SUBJECT_val.csv).", DefaultValueFactory = _ => MmluSplit.Test };
-        readonly Option<int> batchSize = new("--batch-size") { Description = "mmlu: prompts per forward pass.", DefaultValueFactory = _ => 8 };
 
-        public IEnumerable<Option> All => [shots, maxLength, subjects, split, batchSize];
+        public IEnumerable<Option> All => [shots, subjects, split];
 
         public MmluEvalOptions Bind(ParseResult parse, CommonFlags common) => new()
         {
@@ -179,8 +188,8 @@ public static class EvalCommand
             Evaluation = new MmluOptions
             {
                 Shots = parse.GetValue(shots),
-                MaxLength = parse.GetValue(maxLength) is > 0 and var length ? length : null,
-                BatchSize = parse.GetValue(batchSize),
+                MaxLength = parse.GetValue(common.MaxLength) is > 0 and var length ? length : null,
+                BatchSize = parse.GetValue(common.BatchSize),
             },
             OutputFile = string.IsNullOrWhiteSpace(parse.GetValue(common.Output)) ? null : parse.GetValue(common.Output),
             Device = parse.GetValue(common.Device)!,
@@ -188,14 +197,57 @@ public static class EvalCommand
         };
     }
 
+    /// <summary>The flags of the data-file tasks (classification, squad, multiple-choice, perplexity), bound onto <see cref="DatasetEvalOptions"/>.</summary>
+    sealed class DatasetFlags
+    {
+        readonly Option<string?> textColumn = new("--text-column") { Description = "classification: text column (default: text, sentence or sentence1)." };
+        readonly Option<string?> pairColumn = new("--text-pair-column") { Description = "classification: second text column for pairs (default: sentence2 if present)." };
+        readonly Option<string> labelColumn = new("--label-column") { DefaultValueFactory = _ => "label", Description = "classification: label column." };
+        readonly SquadFlags squad = new();
+
+        public IEnumerable<Option> All => [textColumn, pairColumn, labelColumn, .. squad.All];
+
+        public DatasetEvalOptions Bind(ParseResult parse, CommonFlags common, EvalTask task) => new()
+        {
+            ModelDirectory = parse.GetValue(common.Model)!,
+            DataFile = parse.GetValue(common.Data)!,
+            AdapterPath = parse.GetValue(common.Adapter),
+            Data = task switch
+            {
+                EvalTask.Squad => DataKind.Squad,
+                EvalTask.MultipleChoice => DataKind.MultipleChoice,
+                EvalTask.Classification => DataKind.Classification,
+                _ => PerplexityKind(parse.GetValue(common.Data)!),
+            },
+            MaxLength = parse.GetValue(common.MaxLength) is > 0 and var length ? length : 128,
+            BatchSize = parse.GetValue(common.BatchSize),
+            SkipBadRows = parse.GetValue(common.SkipBad),
+            Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)! },
+            Squad = squad.Bind(parse),
+            Device = parse.GetValue(common.Device)!,
+            Precision = CliSupport.ParsePrecision(parse.GetValue(common.Precision)),
+        };
+
+        static DataKind PerplexityKind(string data) => DataKinds.Detect(data) is var kind && kind is DataKind.Text or DataKind.Alpaca or DataKind.E2E
+            ? kind
+            : throw new UsageException($"--task perplexity: {data} is neither plain text (.txt) nor Alpaca or E2E JSONL");
+
+        public IEnumerable<Option> SquadOnly => squad.All;
+        public IEnumerable<Option> ClassificationOnly => [textColumn, pairColumn, labelColumn];
+    }
+
     public static Command Create()
     {
         var common = new CommonFlags();
         var e2e = new E2EFlags();
         var mmlu = new MmluFlags();
-        var command = new Command("eval", "Evaluate a causal LM (plus any method's adapter or delta): E2E generation with corpus BLEU, or MMLU k-shot accuracy.");
-        foreach (var option in common.All.Concat(e2e.All).Concat(mmlu.All)) command.Options.Add(option);
-        var flagsOfTask = new Dictionary<EvalTask, IEnumerable<Option>> { [EvalTask.E2E] = e2e.All, [EvalTask.Mmlu] = mmlu.All };
+        var dataset = new DatasetFlags();
+        var command = new Command("eval", "Evaluate a model (plus any method's adapter or delta) on a task: E2E BLEU, MMLU accuracy, classification, SQuAD EM/F1, multiple-choice accuracy or perplexity.");
+        foreach (var option in common.All.Concat(e2e.All).Concat(mmlu.All).Concat(dataset.All)) command.Options.Add(option);
+        var flagsOfTask = new Dictionary<EvalTask, IEnumerable<Option>>
+        {
+            [EvalTask.E2E] = e2e.All, [EvalTask.Mmlu] = mmlu.All, [EvalTask.Squad] = dataset.SquadOnly, [EvalTask.Classification] = dataset.ClassificationOnly,
+        };
 
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
@@ -203,29 +255,57 @@ public static class EvalCommand
             // A flag of another task would be ignored silently; say so instead.
             var foreign = flagsOfTask.Where(f => f.Key != task).SelectMany(f => f.Value.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => $"{o.Name} applies to --task {Name(f.Key)}")).ToList();
             if (foreign.Count > 0) throw new UsageException($"{string.Join("; ", foreign)}, not {Name(task)}");
-            return Execute(task, parse, common, e2e, mmlu);
+            return Execute(task, parse, common, e2e, mmlu, dataset);
         }));
         return command;
     }
 
     /// <summary>The task switch: one small run-and-print function per task.</summary>
-    static int Execute(EvalTask task, ParseResult parse, CommonFlags common, E2EFlags e2e, MmluFlags mmlu) => task switch
+    static int Execute(EvalTask task, ParseResult parse, CommonFlags common, E2EFlags e2e, MmluFlags mmlu, DatasetFlags dataset) => task switch
     {
         EvalTask.E2E => PrintE2E(e2e.Bind(parse, common)),
         EvalTask.Mmlu => PrintMmlu(mmlu.Bind(parse, common)),
+        EvalTask.Classification or EvalTask.Squad or EvalTask.MultipleChoice or EvalTask.Perplexity => PrintDataset(dataset.Bind(parse, common, task)),
         _ => throw new UsageException($"--task {Name(task)} is not supported"),
     };
 
-    static string Name(EvalTask task) => task.ToString().ToLowerInvariant();
+    static string Name(EvalTask task) => task == EvalTask.MultipleChoice ? "multiple-choice" : task.ToString().ToLowerInvariant();
 
     static EvalTask ParseTask(string? text) =>
-        Enum.TryParse<EvalTask>(text, ignoreCase: true, out var task) && Enum.IsDefined(task)
+        Enum.TryParse<EvalTask>(text?.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out var task) && Enum.IsDefined(task)
             ? task
             : throw new UsageException($"--task: '{text}' is not one of {string.Join(", ", Enum.GetValues<EvalTask>().Select(Name))}");
 
-    /// <summary>An explicit task as it is; auto: a folder is MMLU, anything else E2E (whose validation names what is wrong with it).</summary>
-    public static EvalTask ResolveTask(EvalTask requested, string data) =>
-        requested != EvalTask.Auto ? requested : Directory.Exists(data) ? EvalTask.Mmlu : EvalTask.E2E;
+    /// <summary>
+    /// An explicit task as it is; auto: a folder is MMLU; a file is read as finetune reads it (<see cref="DataKinds.Detect"/>):
+    /// E2E JSONL is scored by BLEU, plain text and Alpaca by perplexity, SQuAD, multiple choice and classification files
+    /// by their tasks. A missing file goes to E2E, whose validation names the problem.
+    /// </summary>
+    public static EvalTask ResolveTask(EvalTask requested, string data)
+    {
+        if (requested != EvalTask.Auto) return requested;
+        if (Directory.Exists(data)) return EvalTask.Mmlu;
+        if (!File.Exists(data)) return EvalTask.E2E;
+        return DataKinds.Detect(data) switch
+        {
+            DataKind.E2E => EvalTask.E2E,
+            DataKind.Squad => EvalTask.Squad,
+            DataKind.MultipleChoice => EvalTask.MultipleChoice,
+            DataKind.Text or DataKind.Alpaca => EvalTask.Perplexity,
+            _ => EvalTask.Classification,
+        };
+    }
+
+    static int PrintDataset(DatasetEvalOptions options)
+    {
+        var result = DatasetEvaluation.Evaluate(options, Console.Error.WriteLine);
+        if (result.SkippedRows > 0) Console.Error.WriteLine($"skipped {result.SkippedRows} bad rows");
+        var table = new Table().AddColumns("metric", "value");
+        foreach (var (name, value) in result.Metrics) table.AddRow(name, $"{value:0.0000}");
+        CliSupport.Out.Write(table);
+        CliSupport.Out.MarkupLine(Markup.Escape($"{result.Data} on {options.DataFile}: {string.Join("  ", result.Metrics.Select(m => $"{m.Key} {m.Value:0.0000}"))} over {result.Examples} examples"));
+        return 0;
+    }
 
     static int PrintE2E(EvalOptions options)
     {

@@ -78,6 +78,7 @@ public static class FinetuneCommand
             Description = "Comma-separated modules trained in full beside the method's own tensors, for every method (default: the task head for classification, nothing for a language model).",
         };
         var methodFlags = MethodFlagOptions.Create();
+        var squad = new SquadFlags();
 
         var command = new Command("finetune", "Fine-tune a model (the bundled demo when run without arguments).")
         {
@@ -86,6 +87,7 @@ public static class FinetuneCommand
             skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device, precision,
         };
         methodFlags.AddTo(command);
+        foreach (var option in squad.All) command.Options.Add(option);
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             string chosenMethod = parse.GetValue(method)!;
@@ -113,6 +115,7 @@ public static class FinetuneCommand
                 Overwrite = parse.GetValue(overwrite),
                 Device = parse.GetValue(device)!,
                 GroupByLength = parse.GetValue(groupByLength),
+                Squad = squad.Bind(parse),
                 Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)!, Labels = List(labels) },
                 Training = new TrainingOptions
                 {

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using Spectre.Console;
 using SparseTune.Data;
+using SparseTune.Evaluation;
 using SparseTune.Inference;
+using SparseTune.Models;
+using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
 
@@ -17,10 +20,13 @@ public sealed record PredictOptions
     /// <summary>Text, pair and label columns as finetune reads them; the label column is optional here.</summary>
     public ClassificationDataOptions Columns { get; init; } = new();
     public PredictorOptions Predictor { get; init; } = new();
+    /// <summary>Windows and answer extraction when the model answers questions (SQuAD input).</summary>
+    public SquadTaskOptions Squad { get; init; } = new();
 
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Predictor.Problems());
+        problems.AddRange(Squad.Problems());
         if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
         if (AdapterPath is not null && !File.Exists(AdapterPath) && !Directory.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
@@ -41,9 +47,9 @@ public static class PredictCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Classification or regression model folder (a fine-tuned run's model/), or the base model of --adapter.", Required = true };
+        var model = new Option<string>("--model") { Description = "Classification, regression or extractive-QA model folder (a fine-tuned run's model/), or the base model of --adapter.", Required = true };
         var adapter = new Option<string?>("--adapter", "--delta") { Description = "Any method's artifact to merge into --model in memory: a LoRA adapter folder, a sparse delta or sparse-weights file, or a run folder holding one." };
-        var input = new Option<string>("--input") { Description = "Rows to predict: CSV (header), TSV (header) or JSONL; a label column is optional (then its metrics are reported).", Required = true };
+        var input = new Option<string>("--input") { Description = "Rows to predict: CSV (header), TSV (header) or JSONL; a label column is optional (then its metrics are reported). A QA model reads SQuAD JSON or JSONL (question, context; answers optional: then EM/F1 are reported).", Required = true };
         var output = new Option<string>("--output") { Description = "Predictions file: .csv writes CSV, anything else JSONL.", DefaultValueFactory = _ => "predictions.jsonl" };
         var textColumn = new Option<string?>("--text-column") { Description = "Text column (default: text, sentence or sentence1)." };
         var pairColumn = new Option<string?>("--text-pair-column") { Description = "Second text column for pairs (default: sentence2 if present)." };
@@ -53,10 +59,12 @@ public static class PredictCommand
         var skipBad = new Option<bool>("--skip-bad-rows") { Description = "Skip and count malformed rows instead of stopping at the first." };
         var device = CliSupport.DeviceOption();
         var precision = CliSupport.PrecisionOption();
-        var command = new Command("predict", "Predict labels (or values) for every row of a file with a classification or regression model.")
+        var squad = new SquadFlags();
+        var command = new Command("predict", "Predict labels (or values) for every row of a file with a classification or regression model, or answers with an extractive-QA model.")
         {
             model, adapter, input, output, textColumn, pairColumn, labelColumn, maxLength, batchSize, skipBad, device, precision,
         };
+        foreach (var option in squad.All) command.Options.Add(option);
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
             var options = new PredictOptions
@@ -77,12 +85,40 @@ public static class PredictCommand
                     MaxLength = parse.GetValue(maxLength), BatchSize = parse.GetValue(batchSize),
                     Device = parse.GetValue(device)!, Precision = CliSupport.ParsePrecision(parse.GetValue(precision)),
                 },
+                Squad = squad.Bind(parse),
             };
-            var result = Run(options, Console.Error.WriteLine);
-            Console.WriteLine($"wrote {result.Rows.Count} predictions to {options.OutputFile}");
+            int written = AnswersQuestions(options) ? RunQuestionAnswering(options, Console.Error.WriteLine).Answers.Count : Run(options, Console.Error.WriteLine).Rows.Count;
+            Console.WriteLine($"wrote {written} predictions to {options.OutputFile}");
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>Whether the model (or the artifact's head) answers questions: then the input is SQuAD data.</summary>
+    public static bool AnswersQuestions(PredictOptions options)
+    {
+        if (options.AdapterPath is { } adapter && (File.Exists(adapter) || Directory.Exists(adapter)))
+        {
+            var (reader, artifact) = MethodArtifacts.Find(adapter);
+            if (reader.HeadOf(artifact).Head is { } head) return head == ModelHead.QuestionAnswering;
+        }
+        return File.Exists(Path.Combine(options.ModelDirectory, "config.json"))
+            && PretrainedModel.HeadOf(ModelConfig.Load(options.ModelDirectory)) == ModelHead.QuestionAnswering;
+    }
+
+    /// <summary>Validates, loads the QA model (and artifact), answers every question of the SQuAD file and writes the answers.</summary>
+    public static QaFilePredictions RunQuestionAnswering(PredictOptions options, Action<string> log)
+    {
+        var problems = options.Problems();
+        if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
+        var p = options.Predictor;
+        using var predictor = QuestionAnsweringPredictor.Load(options.ModelDirectory, options.AdapterPath, options.Squad, p.MaxLength, p.BatchSize, p.Device, p.Precision);
+        var result = predictor.PredictFile(options.InputFile, options.Columns.SkipBadRows);
+        PredictionFile.WriteAnswers(options.OutputFile, result.Answers);
+        if (result.SkippedRows > 0) log($"skipped {result.SkippedRows} bad rows, e.g. {result.SkippedReasons[0]}");
+        if (result.Scores is { } scores)
+            log($"against the gold answers ({scores.Total} questions): exact_match {scores.ExactMatch:0.00}  f1 {scores.F1:0.00}");
+        return result;
     }
 
     /// <summary>Validates, loads the model (and artifact), predicts every row and writes the file.</summary>

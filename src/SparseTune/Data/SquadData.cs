@@ -46,6 +46,35 @@ public static class SquadData
         return Detect(path, options.Format) == SquadFormat.SquadJson ? reader.ReadSquadJson() : reader.ReadJsonl();
     }
 
+    /// <summary>
+    /// Whether a file looks like extractive QA data: SQuAD JSON (a root object whose "data" is a list) or JSONL whose
+    /// first line has "question", "context" and "answers". Unreadable or other files: false.
+    /// </summary>
+    public static bool LooksLikeSquad(string path)
+    {
+        try
+        {
+            string? first = File.ReadLines(path).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l));
+            if (first is null) return false;
+            try
+            {
+                using var line = JsonDocument.Parse(first);
+                var root = line.RootElement;
+                if (root.ValueKind != JsonValueKind.Object) return false;
+                return root.TryGetProperty("data", out var data) ? data.ValueKind == JsonValueKind.Array
+                    : root.TryGetProperty("question", out _) && root.TryGetProperty("context", out _) && root.TryGetProperty("answers", out _);
+            }
+            catch (JsonException) when (first.TrimStart().StartsWith('{'))
+            {
+                // A pretty-printed SQuAD file: its first line is not a whole object.
+                using var stream = File.OpenRead(path);
+                using var whole = JsonDocument.Parse(stream);
+                return whole.RootElement.ValueKind == JsonValueKind.Object && whole.RootElement.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Array;
+            }
+        }
+        catch (Exception e) when (e is JsonException or IOException or DecoderFallbackException) { return false; }
+    }
+
     static SquadFormat Detect(string path, SquadFormat format)
     {
         if (format != SquadFormat.Auto) return format;

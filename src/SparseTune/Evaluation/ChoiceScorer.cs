@@ -240,7 +240,7 @@ public static class ChoiceScorer
         Enumerable.Range(0, lengths.Count).OrderByDescending(i => lengths[i]).ThenBy(i => i).Chunk(batchSize);
 
     /// <summary>Runs <paramref name="body"/> in eval mode (no dropout) without gradients, restoring training mode after.</summary>
-    static void InEvalMode(TransformerModel model, Action body)
+    internal static void InEvalMode(TransformerModel model, Action body)
     {
         bool wasTraining = model.training;
         model.eval();

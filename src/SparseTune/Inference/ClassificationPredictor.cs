@@ -95,7 +95,7 @@ public sealed class ClassificationPredictor : IDisposable
         this.ownsModel = ownsModel;
         labels = model.Config.Id2Label!.OrderBy(p => int.Parse(p.Key, System.Globalization.CultureInfo.InvariantCulture)).Select(p => p.Value).ToArray();
         IsRegression = IsRegressionConfig(model.Config);
-        MaxLength = Math.Min(Options.MaxLength, UsablePositions(model.Config));
+        MaxLength = Math.Min(Options.MaxLength, TaskModel.UsablePositions(model.Config));
         model.eval();
     }
 
@@ -106,30 +106,7 @@ public sealed class ClassificationPredictor : IDisposable
     /// <exception cref="InvalidDataException">The folder holds no classification model (and no adapter gives it one).</exception>
     public static ClassificationPredictor Load(string modelDirectory, string? adapter = null, PredictorOptions? options = null)
     {
-        if (!Directory.Exists(modelDirectory)) throw new DirectoryNotFoundException($"model folder not found: {modelDirectory}");
-        var tokenizer = TextTokenizer.FromFolder(modelDirectory);
-        var config = ModelConfig.Load(modelDirectory);
-        TokenizerChecks.AgainstModel(tokenizer, config, modelDirectory);
-        TransformerModel model;
-        string? artifact = null;
-        if (adapter is null)
-        {
-            ModelHead head = PretrainedModel.HeadOf(config);
-            if (head != ModelHead.SequenceClassification)
-                throw new InvalidDataException(
-                    $"{modelDirectory} is a {head} model ({string.Join(", ", config.Architectures ?? [])}), not a classification or regression model; pass a fine-tuned run's model/ or the base model with the run's artifact as adapter");
-            model = PretrainedModel.Load(modelDirectory);
-        }
-        else
-        {
-            model = MethodArtifacts.LoadWithArtifact(modelDirectory, adapter, out string found);
-            artifact = found;
-            if (model.Head != ModelHead.SequenceClassification)
-            {
-                model.Dispose();
-                throw new InvalidDataException($"{found} was trained for {model.Head}, not for classification or regression");
-            }
-        }
+        var (model, tokenizer, artifact) = TaskModel.Load(modelDirectory, adapter, ModelHead.SequenceClassification, "a classification or regression");
         try
         {
             model.to(Nn.ComputeDevice.Resolve((options ?? new()).Device));
@@ -143,9 +120,6 @@ public sealed class ClassificationPredictor : IDisposable
         }
     }
 
-    /// <summary>Tokens a model can take: RoBERTa's positions start after its pad id (padding_idx + 1, as Hugging Face numbers them).</summary>
-    static int UsablePositions(ModelConfig config) =>
-        config is BertConfig { IsRoberta: true } ? config.MaxPositions - (config.PadTokenId ?? 1) - 1 : config.MaxPositions;
 
     /// <summary>Hugging Face's rule: problem_type "regression", or one label and no problem type.</summary>
     public static bool IsRegressionConfig(ModelConfig config) =>

@@ -86,6 +86,42 @@ public static class PredictionFile
         }
     }
 
+    /// <summary>
+    /// Extractive QA answers, one per question: JSONL <c>{"id": "q1", "answer": "Elsa Dahl", "start": 141, "end": 150,
+    /// "score": 7.2}</c> (start/end: the answer's character span in its context, end exclusive; an empty answer — no
+    /// answer — has null start and end) or CSV <c>id,answer,start,end,score</c>.
+    /// </summary>
+    public static void WriteAnswers(string path, IReadOnlyList<QaPrediction> answers)
+    {
+        if (FormatOf(path) == PredictionFormat.Csv)
+            AtomicFile.Write(path, stream =>
+            {
+                using var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true) { NewLine = "\n" };
+                writer.WriteLine("id,answer,start,end,score");
+                foreach (var a in answers)
+                    writer.WriteLine(string.Join(',', Quote(a.Id), Quote(a.Text), a.IsNoAnswer ? "" : a.Start.ToString(CultureInfo.InvariantCulture),
+                        a.IsNoAnswer ? "" : a.End.ToString(CultureInfo.InvariantCulture), Number((float)a.Score)));
+            });
+        else
+            AtomicFile.Write(path, stream =>
+            {
+                foreach (var a in answers)
+                {
+                    using (var json = new Utf8JsonWriter(stream, JsonWriting))
+                    {
+                        json.WriteStartObject();
+                        json.WriteString("id", a.Id);
+                        json.WriteString("answer", a.Text);
+                        if (a.IsNoAnswer) { json.WriteNull("start"); json.WriteNull("end"); }
+                        else { json.WriteNumber("start", a.Start); json.WriteNumber("end", a.End); }
+                        WriteNumber(json, "score", (float)a.Score);
+                        json.WriteEndObject();
+                    }
+                    stream.WriteByte((byte)'\n');
+                }
+            });
+    }
+
     static string Number(float value) => float.IsFinite(value) ? value.ToString("R", CultureInfo.InvariantCulture) : "";
 
     /// <summary>RFC 4180: a field holding a comma, quote or line break is quoted, its quotes doubled.</summary>

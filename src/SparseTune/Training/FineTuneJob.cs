@@ -39,6 +39,32 @@ public static class DataKinds
 {
     public static readonly IReadOnlyList<string> Names = ["auto", "classification", "regression", "text", "alpaca", "e2e", "squad", "multiple-choice"];
 
+    /// <summary>
+    /// The kind of a data file, from its name and first line: .txt → plain text; SQuAD JSON or JSONL with question,
+    /// context and answers → squad; JSONL with "instruction" → Alpaca; with "meaning_representation" → E2E; with
+    /// "choices" and "question" → multiple choice; anything else classification.
+    /// </summary>
+    public static DataKind Detect(string path)
+    {
+        string extension = Path.GetExtension(path).ToLowerInvariant();
+        if (extension is ".txt" or ".text") return DataKind.Text;
+        if (extension is not (".jsonl" or ".json")) return DataKind.Classification;
+        if (SquadData.LooksLikeSquad(path)) return DataKind.Squad;
+        string? first = File.ReadLines(path).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l));
+        if (first is null) return DataKind.Classification;
+        try
+        {
+            using var doc = JsonDocument.Parse(first);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) return DataKind.Classification;
+            if (root.TryGetProperty("instruction", out _)) return DataKind.Alpaca;
+            if (root.TryGetProperty(Generation.E2EData.MeaningRepresentationField, out _)) return DataKind.E2E;
+            if (MultipleChoiceData.Looks(root)) return DataKind.MultipleChoice;
+        }
+        catch (JsonException) { }
+        return DataKind.Classification;
+    }
+
     /// <summary>A <c>--data</c> value (case-insensitive; "multiple-choice" or "multiplechoice").</summary>
     public static DataKind Parse(string name) =>
         Enum.TryParse(name.Replace("-", "", StringComparison.Ordinal), ignoreCase: true, out DataKind kind) && Enum.IsDefined(kind)
@@ -71,9 +97,13 @@ public sealed record FineTuneOptions
     /// <summary>cpu, cuda or auto (<see cref="ComputeDevice"/>).</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>Extractive QA's windows and answer extraction (--data squad).</summary>
+    public SquadTaskOptions Squad { get; init; } = new();
+
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Training.Problems());
+        problems.AddRange(Squad.Problems());
         if (!ComputeDevice.Choices.Contains(Device)) problems.Add($"--device: unknown '{Device}' (choose {string.Join(", ", ComputeDevice.Choices)})");
         if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
         else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
@@ -231,29 +261,8 @@ public static class FineTuneJob
     public static TaskFamily TaskFamilyOf(FineTuneOptions options) =>
         ResolveKind(options) is DataKind.Classification or DataKind.Regression or DataKind.Squad or DataKind.MultipleChoice ? TaskFamily.Classification : TaskFamily.Generation;
 
-    static DataKind ResolveKind(FineTuneOptions options)
-    {
-        if (options.Data != DataKind.Auto) return options.Data;
-        if (options.Columns.Regression) return DataKind.Regression;
-        string extension = Path.GetExtension(options.TrainFile).ToLowerInvariant();
-        if (extension is ".txt" or ".text") return DataKind.Text;
-        if (extension is ".jsonl" or ".json")
-        {
-            string? first = File.ReadLines(options.TrainFile).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l));
-            if (first is not null)
-            {
-                try
-                {
-                    using var doc = JsonDocument.Parse(first);
-                    if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("instruction", out _)) return DataKind.Alpaca;
-                    if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty(Generation.E2EData.MeaningRepresentationField, out _)) return DataKind.E2E;
-                    if (MultipleChoiceData.Looks(doc.RootElement)) return DataKind.MultipleChoice;
-                }
-                catch (JsonException) { }
-            }
-        }
-        return DataKind.Classification;
-    }
+    static DataKind ResolveKind(FineTuneOptions options) =>
+        options.Data != DataKind.Auto ? options.Data : options.Columns.Regression ? DataKind.Regression : DataKinds.Detect(options.TrainFile);
 
     /// <summary>
     /// A run's data: training and evaluation examples, the task the batches make, and the head the model needs.
@@ -279,6 +288,8 @@ public static class FineTuneJob
         {
             case DataKind.MultipleChoice:
                 return LoadMultipleChoice(options, encoder, config);
+            case DataKind.Squad:
+                return LoadSquad(options, (ISpanEncoder)encoder, config);
             case DataKind.Text:
             case DataKind.Alpaca:
             case DataKind.E2E:
@@ -314,6 +325,29 @@ public static class FineTuneJob
     }
 
     static IReadOnlyList<DataSplitReport> Splits(DataSplitReport train, DataSplitReport? eval) => eval is null ? [train] : [train, eval];
+
+    /// <summary>
+    /// Extractive QA (encoders): every question's context in overlapping windows of --max-length tokens, each window
+    /// a training example labelled with the answer's tokens (or [CLS]); evaluation answers each question from all its
+    /// windows and reports SQuAD's F1 (the metric that ranks evaluations) and exact match.
+    /// </summary>
+    static LoadedData LoadSquad(FineTuneOptions options, ISpanEncoder encoder, ModelConfig config)
+    {
+        if (config is not BertConfig) throw new ArgumentException($"--data squad: extractive question answering needs an encoder (bert, roberta), not {config.ModelType}");
+        var train = SquadData.Load(options.TrainFile, new SquadDataOptions { SkipBadRows = options.SkipBadRows });
+        var eval = options.EvalFile is null ? null : SquadData.Load(options.EvalFile, new SquadDataOptions { SkipBadRows = options.SkipBadRows });
+        if (train.Examples.Count == 0) throw new InvalidDataException($"{options.TrainFile}: no questions");
+        var windows = options.Squad.Windows(options.MaxLength, encoder.PairSpecialTokenCount);
+        var trainFeatures = QaFeatures.Build(train.Examples, encoder, windows);
+        var evalFeatures = eval is null ? null : QaFeatures.Build(eval.Examples, encoder, windows);
+        var splits = Splits(new DataSplitReport(options.TrainFile, train.Examples.Count, train.SkippedRows, train.SkippedReasons),
+            eval is null ? null : new DataSplitReport(options.EvalFile!, eval.Examples.Count, eval.SkippedRows, eval.SkippedReasons));
+        int padId = ((ITextEncoder)encoder).PadId;
+        return new LoadedData(trainFeatures.Select(f => f.Example).ToList(), evalFeatures?.Select(f => f.Example).ToList(), [], TaskKind.QuestionAnswering, splits)
+        {
+            Evaluate = eval is null ? null : m => SquadEvaluation.Evaluate(m, eval, evalFeatures!, padId, options.Squad, options.Training.BatchSize).Metrics,
+        };
+    }
 
     /// <summary>
     /// Multiple choice: an encoder gets its multiple-choice head and (B, choices, T) batches; a decoder trains as a
