@@ -303,7 +303,7 @@ public static class EvalCommand
         var table = new Table().AddColumns("metric", "value");
         foreach (var (name, value) in result.Metrics) table.AddRow(name, $"{value:0.0000}");
         CliSupport.Out.Write(table);
-        CliSupport.Out.MarkupLine(Markup.Escape($"{result.Data} on {options.DataFile}: {string.Join("  ", result.Metrics.Select(m => $"{m.Key} {m.Value:0.0000}"))} over {result.Examples} examples"));
+        CliSupport.Out.MarkupLine(Markup.Escape($"{result.Data}: {string.Join("  ", result.Metrics.Select(m => $"{m.Key} {m.Value:0.0000}"))} over {result.Examples} examples"));
         return 0;
     }
 

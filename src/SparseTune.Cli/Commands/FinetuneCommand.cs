@@ -192,6 +192,8 @@ public static class Demo
     public static string Gpt2ModelDirectory() => Find(Path.Combine("demo", "gpt2-model"));
     public static string TrainFile() => Find(Path.Combine("demo", "data", "fortunes-train.jsonl"));
     public static string EvalFile() => Find(Path.Combine("demo", "data", "fortunes-eval.jsonl"));
+    /// <summary>Any bundled demo file or folder, e.g. Bundled("squad", "train.json").</summary>
+    public static string Bundled(params string[] parts) => Find(Path.Combine(["demo", .. parts]));
 
     static string Find(string relative)
     {

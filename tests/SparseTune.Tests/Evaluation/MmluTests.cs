@@ -281,8 +281,8 @@ public sealed class MmluTests : IDisposable
         Assert.Contains("--beams applies to --task e2e, not mmlu", refused.ToString());
 
         var unknown = new StringWriter();
-        Assert.Equal(2, SparseTuneCli.Run(["eval", "--task", "squad", "--model", Demo.Gpt2ModelDirectory(), "--data", DemoMmlu], new StringWriter(), unknown));
-        Assert.Contains("--task: 'squad' is not one of auto, e2e, mmlu", unknown.ToString());
+        Assert.Equal(2, SparseTuneCli.Run(["eval", "--task", "translation", "--model", Demo.Gpt2ModelDirectory(), "--data", DemoMmlu], new StringWriter(), unknown));
+        Assert.Contains("--task: 'translation' is not one of auto, e2e, mmlu, classification, squad, multiple-choice, perplexity", unknown.ToString());
 
         Assert.Equal(EvalTask.Mmlu, EvalCommand.ResolveTask(EvalTask.Auto, DemoMmlu));
         Assert.Equal(EvalTask.E2E, EvalCommand.ResolveTask(EvalTask.Auto, Fixtures.TestData("e2e", "e2e.jsonl")));

@@ -150,7 +150,7 @@ public sealed class E2EEvaluationTests(Gpt2TinyModel fixture) : IClassFixture<Gp
     {
         var stderr = new StringWriter();
         int exit = SparseTuneCli.Run(
-            ["eval", "--model", Fixtures.Model("gpt2-tiny"), "--data", Fixtures.TestData("data", "alpaca.jsonl"), "--beams", "0"],
+            ["eval", "--task", "e2e", "--model", Fixtures.Model("gpt2-tiny"), "--data", Fixtures.TestData("data", "alpaca.jsonl"), "--beams", "0"],
             new StringWriter(), stderr);
 
         Assert.Equal(2, exit);
