@@ -321,6 +321,41 @@ public sealed class BertTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Roberta_QuestionAnsweringHeadIsQaOutputsWithoutPooler()
+    {
+        using var scope = NewDisposeScope();
+        using TransformerModel model = SavedAndLoadedRoberta("RobertaForQuestionAnswering", ModelHead.QuestionAnswering, seed: 33);
+        Assert.Equal(ModelHead.QuestionAnswering, model.Head);
+        var keys = model.state_dict().Keys.ToList();
+        Assert.Contains("qa_outputs.weight", keys);
+        Assert.DoesNotContain(keys, k => k.Contains("pooler", StringComparison.Ordinal));
+        model.eval();
+        using var noGrad = no_grad();
+        Tensor ids = tensor(new long[,] { { 0, 5, 6, 7, 2 }, { 0, 8, 2, 1, 1 } });
+        using var output = model.Forward(ids, ids.ne(RobertaPad).to_type(ScalarType.Int64));
+        Assert.Equal([2L, 5, 2], output.Logits.shape);
+    }
+
+    [Fact]
+    public void Roberta_MultipleChoiceHeadPoolsEachChoice_AndScoresAChoiceAsItWouldAlone()
+    {
+        using var scope = NewDisposeScope();
+        using TransformerModel model = SavedAndLoadedRoberta("RobertaForMultipleChoice", ModelHead.MultipleChoice, seed: 35);
+        var keys = model.state_dict().Keys.ToList();
+        Assert.Contains("roberta.pooler.dense.weight", keys);
+        Assert.Contains("classifier.weight", keys);
+        Assert.Equal([1L, 32], model.state_dict()["classifier.weight"].shape);
+        model.eval();
+        using var noGrad = no_grad();
+        Tensor ids = tensor(new long[,,] { { { 0, 5, 6, 2 }, { 0, 9, 2, 1 }, { 0, 7, 7, 2 } } });   // one question, three choices
+        Tensor mask = ids.ne(RobertaPad).to_type(ScalarType.Int64);
+        using var all = model.Forward(ids, mask);
+        Assert.Equal([1L, 3], all.Logits.shape);
+        using var second = model.Forward(ids[.., 1..2, ..3], mask[.., 1..2, ..3]);   // the padded choice alone, unpadded
+        Assert.Equal(all.Logits[0, 1].item<float>(), second.Logits[0, 0].item<float>(), 5);
+    }
+
+    [Fact]
     public void Roberta_ClassifierSavesAndLoadsUnderHuggingFaceNamesWithoutPooler()
     {
         using var scope = NewDisposeScope();
