@@ -53,8 +53,7 @@ public sealed record EvalOptions
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Generation.Problems().Select(p => "generation: " + p));
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
         else if (!E2EData.LooksLikeE2E(DataFile))
             problems.Add($"--data: {DataFile} is not E2E JSONL (its first line needs \"{E2EData.MeaningRepresentationField}\" and \"{E2EData.ReferenceField}\"); --task e2e evaluates E2E data only (--task mmlu takes an MMLU folder)");
@@ -85,8 +84,7 @@ public sealed record MmluEvalOptions
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Evaluation.Problems().Select(p => "mmlu: " + p));
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         var (folder, suffix) = MmluData.SplitFiles(Split);
         if (!Directory.Exists(DataDirectory)) problems.Add($"--data: MMLU folder not found: {DataDirectory}");
         else if (!Directory.Exists(Path.Combine(DataDirectory, folder))) problems.Add($"--data: {DataDirectory} has no {folder}/ folder (the MMLU layout: {folder}/SUBJECT{suffix}, dev/SUBJECT_dev.csv)");

@@ -1,3 +1,4 @@
+using SparseTune.Models;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -29,8 +30,7 @@ public sealed record GenerateOptions
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Generation.Problems());
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (AdapterPath is not null && !Directory.Exists(AdapterPath) && !File.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
         if (PromptsFile is not null && !File.Exists(PromptsFile)) problems.Add($"--prompts: file not found: {PromptsFile}");
         if (Prompts.Count == 0 && PromptsFile is null) problems.Add("give --prompt TEXT (repeatable) or --prompts FILE");

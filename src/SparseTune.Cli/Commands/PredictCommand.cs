@@ -27,8 +27,7 @@ public sealed record PredictOptions
     {
         var problems = new List<string>(Predictor.Problems());
         problems.AddRange(Squad.Problems());
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (AdapterPath is not null && !File.Exists(AdapterPath) && !Directory.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
         if (!File.Exists(InputFile)) problems.Add($"--input: file not found: {InputFile}");
         if (string.IsNullOrWhiteSpace(OutputFile)) problems.Add("--output must name a file");

@@ -30,8 +30,7 @@ public sealed record DatasetEvalOptions
     public IReadOnlyList<string> Problems()
     {
         var problems = new List<string>(Squad.Problems());
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
         if (AdapterPath is not null && !File.Exists(AdapterPath) && !Directory.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
         if (MaxLength < 4) problems.Add("--max-length must be at least 4");

@@ -14,6 +14,12 @@ public sealed record LoadReport(IReadOnlyList<string> NewlyInitialised, IReadOnl
 /// <summary>Builds models from Hugging Face folders and writes them back under Hugging Face names.</summary>
 public static class PretrainedModel
 {
+    /// <summary>What is wrong with a --model folder before anything is loaded (missing, or without config.json); null: nothing.</summary>
+    public static string? FolderProblem(string directory) =>
+        !Directory.Exists(directory) ? $"--model: folder not found: {directory}"
+        : !File.Exists(Path.Combine(directory, "config.json")) ? $"--model: {directory} has no config.json"
+        : null;
+
     /// <summary>The head a checkpoint was saved with, read from config.architectures.</summary>
     public static ModelHead HeadOf(ModelConfig config)
     {

@@ -105,8 +105,7 @@ public sealed record FineTuneOptions
         var problems = new List<string>(Training.Problems());
         problems.AddRange(Squad.Problems());
         if (!ComputeDevice.Choices.Contains(Device)) problems.Add($"--device: unknown '{Device}' (choose {string.Join(", ", ComputeDevice.Choices)})");
-        if (!Directory.Exists(ModelDirectory)) problems.Add($"--model: folder not found: {ModelDirectory}");
-        else if (!File.Exists(Path.Combine(ModelDirectory, "config.json"))) problems.Add($"--model: {ModelDirectory} has no config.json");
+        if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (!File.Exists(TrainFile)) problems.Add($"--train: file not found: {TrainFile}");
         if (EvalFile is not null && !File.Exists(EvalFile)) problems.Add($"--eval: file not found: {EvalFile}");
         if (EvalFile is null && Training.FollowsBestEvaluation) problems.Add(Training.BestEvaluationNeeds("an evaluation file: set --eval FILE"));
