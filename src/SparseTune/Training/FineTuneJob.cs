@@ -194,7 +194,7 @@ public static class FineTuneJob
         string reportPath = Path.Combine(output, "report.json");
         outputs["report"] = reportPath;
 
-        var warnings = RunWarnings.For(result, task, options.Training.LearningRate);
+        var warnings = RunWarnings.For(result, task, options.Training.LearningRate, metricName);
         foreach (string warning in warnings) log?.Invoke("warning: " + warning);
         var report = new RunReport
         {

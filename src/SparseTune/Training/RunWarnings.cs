@@ -8,18 +8,16 @@ namespace SparseTune.Training;
 /// </summary>
 public static class RunWarnings
 {
-    /// <summary>Metrics where lower is better; every other metric is better when higher.</summary>
-    static readonly HashSet<string> LowerIsBetter = ["perplexity", "loss"];
-
-    public static IReadOnlyList<string> For(TrainingResult result, TaskKind task, double learningRate)
+    /// <param name="mainMetric">The metric the evaluations are ranked by; null: the task's (<see cref="Metrics.MetricSet.MainMetric"/>).</param>
+    public static IReadOnlyList<string> For(TrainingResult result, TaskKind task, double learningRate, string? mainMetric = null)
     {
         var warnings = new List<string>();
         string lr = learningRate.ToString("G3", CultureInfo.InvariantCulture);
-        string metric = Metrics.MetricSet.NamesOf(task)[0];
+        string metric = mainMetric ?? Metrics.MetricSet.MainMetric(task);
         if (result.BaselineEval is { } baseline && baseline.TryGetValue(metric, out double before) && result.Eval.TryGetValue(metric, out double after)
             && double.IsFinite(before) && double.IsFinite(after))
         {
-            bool noBetter = LowerIsBetter.Contains(metric) ? after >= before : after <= before;
+            bool noBetter = Metrics.MetricSet.GoalOf(metric) == MetricGoal.Minimize ? after >= before : after <= before;
             if (noBetter)
                 warnings.Add(string.Create(CultureInfo.InvariantCulture,
                     $"the final {metric} {after:0.0000} is no better than the untuned model's {before:0.0000}: the run may have collapsed; the learning rate ({lr}) is the usual cause, try a lower --lr"));
