@@ -35,7 +35,11 @@ public static class CliSupport
             message = message.ReplaceLineEndings(" ").Trim();
             Console.Error.WriteLine($"error: {message}");
             if (verbose) Console.Error.WriteLine(e.ToString());
-            return shown is ArgumentException or UsageException ? 2 : 1;
+            int code = shown is ArgumentException or UsageException ? 2 : 1;
+            // Under mpirun the other ranks would wait for this one in their next collective: end the whole job.
+            Console.Error.Flush();
+            SparseTune.Distributed.MpiProcessGroup.AbortAll(code);
+            return code;
         }
     }
 

@@ -26,6 +26,7 @@ public static class SparseTuneCli
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(PredictCommand.Create());
+        root.Subcommands.Add(MpiCheckCommand.Create());
         return root;
     }
 

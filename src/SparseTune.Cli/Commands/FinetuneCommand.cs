@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using SparseTune.Data;
+using SparseTune.Distributed;
 using SparseTune.Training;
 using SparseTune.Tuners;
 
@@ -77,6 +78,12 @@ public static class FinetuneCommand
         {
             Description = "Comma-separated modules trained in full beside the method's own tensors, for every method (default: the task head for classification, nothing for a language model).",
         };
+        var distributed = new Option<string>("--distributed")
+        {
+            DefaultValueFactory = _ => "auto",
+            Description = "Data-parallel training: auto (over MPI when started by mpirun -np N), none, or mpi. The global batch is --batch-size × N × --grad-accum; rank 0 writes every output.",
+        };
+        distributed.AcceptOnlyFromAmong([.. DistributedModes.Names]);
         var methodFlags = MethodFlagOptions.Create();
         var squad = new SquadFlags();
 
@@ -84,7 +91,7 @@ public static class FinetuneCommand
         {
             model, train, eval, data, method, output, epochs, maxSteps, batchSize, gradAccum, lr, weightDecay, schedule, warmupRatio, warmupSteps,
             maxGradNorm, adamEpsilon, labelSmoothing, evalEvery, patience, keepBest, saveEvery, seed, resume, noBaseline, maxLength, textColumn, pairColumn, labelColumn,
-            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device, precision,
+            skipBad, groupByLength, labels, overwrite, checkpointing, modulesToSave, device, precision, distributed,
         };
         methodFlags.AddTo(command);
         foreach (var option in squad.All) command.Options.Add(option);
@@ -116,6 +123,7 @@ public static class FinetuneCommand
                 Device = parse.GetValue(device)!,
                 GroupByLength = parse.GetValue(groupByLength),
                 Squad = squad.Bind(parse),
+                Distributed = DistributedModes.Parse(parse.GetValue(distributed)!),
                 Columns = new ClassificationDataOptions { TextColumn = parse.GetValue(textColumn), TextPairColumn = parse.GetValue(pairColumn), LabelColumn = parse.GetValue(labelColumn)!, Labels = List(labels) },
                 Training = new TrainingOptions
                 {
@@ -154,6 +162,12 @@ public static class FinetuneCommand
             var (training, applied) = declared.ApplyTo(options.Training, flag => trainingFlags.Any(o => o.Name == flag && parse.GetResult(o) is { Implicit: false }));
             options = options with { Training = training };
 
+            // Rank 0 alone prints; the other ranks train silently (their errors still reach stderr).
+            if (!DistributedModes.Open(options.Distributed).IsMain)
+            {
+                FineTuneJob.Run(options);
+                return 0;
+            }
             var console = CliSupport.Out;
             console.MarkupLine($"[bold]sparsetune finetune[/] --method {chosenMethod}: {Markup.Escape(modelDir)} on {Markup.Escape(trainFile)}");
             if (applied.Count > 0) console.MarkupLine(Markup.Escape($"{chosenMethod}'s training defaults ({declared.Source}): {string.Join(", ", applied)}"));

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SparseTune.Data;
+using SparseTune.Distributed;
 using SparseTune.Evaluation;
 using SparseTune.Generation;
 using SparseTune.Metrics;
@@ -97,6 +98,13 @@ public sealed record FineTuneOptions
     /// <summary>cpu, cuda or auto (<see cref="ComputeDevice"/>).</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>
+    /// Data parallelism (--distributed): <see cref="DistributedMode.Auto"/> trains over MPI when mpirun started the
+    /// process. With N ranks the global batch is <see cref="TrainingOptions.BatchSize"/> × N × gradient accumulation.
+    /// The library's default is one process.
+    /// </summary>
+    public DistributedMode Distributed { get; init; } = DistributedMode.None;
+
     /// <summary>Extractive QA's windows and answer extraction (--data squad).</summary>
     public SquadTaskOptions Squad { get; init; } = new();
 
@@ -134,7 +142,13 @@ public static class FineTuneJob
         var problems = options.Problems();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         string output = options.Training.OutputDirectory;
-        if (options.Training.ResumeFrom is null) RunFolder.PrepareForNewRun(output, options.Overwrite);
+        IProcessGroup group = DistributedModes.Open(options.Distributed);
+        // Rank 0 alone speaks and writes; the other ranks train silently beside it.
+        if (!group.IsMain) (progress, log) = (null, null);
+        if (options.Training.ResumeFrom is null && group.IsMain) RunFolder.PrepareForNewRun(output, options.Overwrite);
+        if (group.Size > 1) group.Barrier();
+        if (group.Size > 1)
+            log?.Invoke($"data parallel: {group.Size} ranks over MPI, global batch {options.Training.BatchSize} × {group.Size} × {options.Training.GradientAccumulation} (--batch-size × ranks × --grad-accum)");
 
         var tokenizer = TextTokenizer.FromFolder(options.ModelDirectory);
         var fileConfig = ModelConfig.Load(options.ModelDirectory);
@@ -166,7 +180,8 @@ public static class FineTuneJob
         model.to(ComputeDevice.Resolve(options.Device, log));
 
         var batcherOptions = new BatcherOptions { BatchSize = options.Training.BatchSize, Seed = options.Training.Seed, GroupByLength = options.GroupByLength };
-        var train = new Batcher(trainExamples, task, encoder.PadId, batcherOptions);
+        // Global batches: the trainer hands each rank its --batch-size rows of every one.
+        var train = new Batcher(trainExamples, task, encoder.PadId, batcherOptions with { BatchSize = options.Training.BatchSize * group.Size });
         var eval = evalExamples is null ? null : new Batcher(evalExamples, task, encoder.PadId, batcherOptions with { Shuffle = false, GroupByLength = false });
 
         using Tuner tuner = MethodRegistry.CreateTuner(options.Method, options.MethodOptions,
@@ -176,13 +191,15 @@ public static class FineTuneJob
         {
             Progress = progress,
             Log = log,
+            Group = group,
             Evaluate = data.Evaluate ?? (eval is null ? null : m => Evaluate(m, eval, task)),
             MainMetric = data.MainMetric,
             // The method's outputs are written as soon as it has finished, before anything that could still fail.
-            Finished = m => outputs = SaveOutputs(m, tuner, output, options.ModelDirectory, kind == DataKind.Alpaca ? PromptTemplate.Alpaca : null),
+            Finished = m => outputs = !group.IsMain ? [] : SaveOutputs(m, tuner, output, options.ModelDirectory, kind == DataKind.Alpaca ? PromptTemplate.Alpaca : null),
         };
         TrainingResult result = trainer.Run(train);
         string summary = Trainer.TrainableSummary(model, tuner);
+        if (!group.IsMain) return new FineTuneOutcome(NonMainReport(options, result), output, outputs, summary, skipped);
 
         string metricName = data.MainMetric ?? MetricSet.MainMetric(task);
         string plot = Path.Combine(output, "training-curve.svg");
@@ -230,6 +247,26 @@ public static class FineTuneJob
         report.Save(reportPath);
         return new FineTuneOutcome(report, output, outputs, summary, skipped);
     }
+
+    /// <summary>The report a rank other than 0 returns: it writes nothing (rank 0's report.json is the run's).</summary>
+    static RunReport NonMainReport(FineTuneOptions options, TrainingResult result) => new()
+    {
+        Method = options.Method,
+        Options = new { },
+        Data = new Dictionary<string, DataSplitReport?>(),
+        Warnings = [],
+        Model = options.ModelDirectory,
+        Task = "",
+        TrainableParameters = result.TrainableParameters,
+        TotalParameters = result.TotalParameters,
+        Steps = result.Steps,
+        Tokens = result.Tokens,
+        WallSeconds = result.WallSeconds,
+        TrainLossFirst = result.TrainLossFirst,
+        TrainLossLast = result.TrainLossLast,
+        Eval = result.Eval,
+        Outputs = new Dictionary<string, string>(),
+    };
 
     /// <summary>
     /// What a method ships: its own files (what <see cref="Tuner.SaveArtifacts"/> says it wrote), and the whole

@@ -30,6 +30,23 @@ public static class Losses
     }
 
     /// <summary>
+    /// How many terms <see cref="Compute"/>'s mean divides by: the rows, or for language models the labelled tokens
+    /// (next-token labels other than <see cref="IgnoreIndex"/>). Data-parallel ranks weight their losses by it, so that
+    /// their average is the mean over the whole global batch. Extractive QA counts rows (an answer outside its window
+    /// is rare and ignored only there).
+    /// </summary>
+    public static long TermCount(TaskKind task, Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        return task switch
+        {
+            TaskKind.CausalLM => labels[.., 1..].ne(IgnoreIndex).sum().item<long>(),
+            TaskKind.MaskedLM => labels.ne(IgnoreIndex).sum().item<long>(),
+            _ => labels.shape[0],
+        };
+    }
+
+    /// <summary>
     /// Extractive QA as Hugging Face's …ForQuestionAnswering: the mean of the start and end positions' cross-entropies
     /// over the tokens; positions outside the sequence are clamped to its length and ignored.
     /// </summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SparseTune.Distributed;
 using SparseTune.IO;
 using SparseTune.Metrics;
 using SparseTune.Models;
@@ -105,6 +106,16 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     /// </summary>
     public string? MainMetric { get; init; }
 
+    /// <summary>
+    /// The data-parallel processes this run trains with (<see cref="SingleProcess"/> by default). With more than one,
+    /// the batches of <see cref="Run"/>'s source are global batches: rank r trains on rows [r·n/N, (r+1)·n/N) of each,
+    /// its loss weighted by its share of the global batch's loss terms, and the trainable gradients are averaged in one
+    /// all-reduce per optimizer step before clipping, so N ranks at batch b step as one process at batch N·b. Every rank
+    /// evaluates the whole eval set (identical weights give identical metrics); only rank 0 writes the metrics log and
+    /// checkpoints.
+    /// </summary>
+    public IProcessGroup Group { get; init; } = SingleProcess.Instance;
+
     public TrainingResult Run(IBatchSource train)
     {
         var problems = options.Problems();
@@ -131,14 +142,17 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         // An interrupted checkpoint swap is recovered (the newest complete checkpoint is used) and its leftovers removed.
         string checkpointDir = Path.Combine(options.OutputDirectory, CheckpointFolderName);
         string? resumeFrom = options.ResumeFrom is { } requested ? CheckpointFolder.Resolve(requested) : null;
-        CheckpointFolder.CleanUp(resumeFrom ?? checkpointDir);
+        bool main = Group.IsMain, distributed = Group.Size > 1;
+        if (main) CheckpointFolder.CleanUp(resumeFrom ?? checkpointDir);
+        if (distributed) Group.Barrier();   // every rank reads the checkpoint rank 0 has recovered
 
+        tuner.Group = Group;
         tuner.Attach(model);
         model.GradientCheckpointing = options.GradientCheckpointing;
         model.Precision = options.Precision;
         Log?.Invoke(TrainableSummary(model, tuner));
         int startStep = 0;
-        var state = new RunState();
+        var state = new RunState { WorldSize = Group.Size };
         string mainMetric = MainMetric ?? MetricSet.MainMetric(task);
         var tracker = new EarlyStopping(MetricSet.GoalOf(mainMetric), options.EarlyStoppingPatience);
         using var best = new WeightSnapshot();
@@ -158,6 +172,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 Progress?.Report(new TrainingProgress("baseline", 0, totalSteps, double.NaN, 0, 0, baseline));
             }
             tuner.Prepare(model, SelectionBatches(train));
+            // Random initialisations and choices agree with rank 0's, whatever each rank's generator did.
+            if (distributed) Group.Broadcast(tuner.TrainableParameters().Select(t => (Tensor)t.Parameter).ToList());
         }
 
         var optimizer = NewOptimizer();
@@ -170,8 +186,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         string metricsLog = Path.Combine(options.OutputDirectory, "metrics.jsonl");
         // A fresh run in a used folder starts a fresh log; a resumed one continues it from the checkpoint's step.
-        if (resumeFrom is null) File.Delete(metricsLog);
-        else CheckpointFolder.TruncateLog(metricsLog, state.Step);
+        if (main && resumeFrom is null) File.Delete(metricsLog);
+        else if (main) CheckpointFolder.TruncateLog(metricsLog, state.Step);
         var stopwatch = Stopwatch.StartNew();
         double wallBefore = state.WallSeconds;
         long tokensThisRun = 0;
@@ -186,6 +202,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             var context = new TrainingStepContext(model, step, totalSteps);
             tuner.BeforeStep(context);
             double stepLoss = 0;
+            long stepTokens = 0;
             for (int micro = 0; micro < options.GradientAccumulation; micro++)
             {
                 // Batch k of the endless stream: a pure function of (seed, k), so --resume lands on the same batch.
@@ -194,16 +211,21 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 if (epoch != cachedEpoch) { epochBatches = train.EpochBatches(epoch); cachedEpoch = epoch; }
                 NativeCallGuard.SafePoint();
                 using var scope = NewDisposeScope();
-                using TrainingBatch batch = train.Build(epochBatches![(int)(k % batchesPerEpoch)]).To(model.Device);
+                int[] globalBatch = epochBatches![(int)(k % batchesPerEpoch)];
+                var (rows, counted) = distributed ? RankShare(globalBatch) : (globalBatch, true);
+                using TrainingBatch batch = train.Build(rows).To(model.Device);
                 ModelOutput output = model.Forward(batch.InputIds, batch.AttentionMask, batch.TokenTypeIds);
                 Tensor loss = Losses.Compute(task, output, batch.Labels, options.LabelSmoothing);
+                if (distributed) loss = loss * ShareWeight(Losses.TermCount(task, batch.Labels), counted);
                 Tensor total = loss;
                 if (tuner.ExtraLoss(context) is { } extra) total = total + extra;
                 (total / options.GradientAccumulation).backward();
                 stepLoss += total.item<float>() / options.GradientAccumulation;
-                tokensThisRun += batch.TokenCount;
-                state.Tokens += batch.TokenCount;
+                if (counted) stepTokens += batch.TokenCount;
             }
+            if (distributed) (stepLoss, stepTokens) = AverageAcrossRanks(stepLoss, stepTokens);
+            tokensThisRun += stepTokens;
+            state.Tokens += stepTokens;
 
             if (!double.IsFinite(stepLoss))
             {
@@ -245,7 +267,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             state.Losses.Add((state.Step, stepLoss));
             double elapsed = stopwatch.Elapsed.TotalSeconds;
             double tokensPerSecond = elapsed > 0 ? tokensThisRun / elapsed : 0;
-            if (state.Step % options.LogEvery == 0 || state.Step == totalSteps || state.Step == 1)
+            if (main && (state.Step % options.LogEvery == 0 || state.Step == totalSteps || state.Step == 1))
                 AppendJsonLine(metricsLog, new { step = state.Step, loss = stepLoss, learning_rate = lr, tokens_per_second = tokensPerSecond });
             Progress?.Report(new TrainingProgress("train", state.Step, totalSteps, stepLoss, lr, tokensPerSecond, StageStart: state.StageStart));
 
@@ -257,7 +279,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
                 state.GradOptimizerBytes = gradOptimizerBytes;
                 state.Baseline = baseline;
                 state.Tracker = tracker.State;
-                SaveCheckpoint(state, optimizer);
+                if (main) SaveCheckpoint(state, optimizer);
             }
         }
 
@@ -337,6 +359,45 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             }
         }
 
+        // Rank r's rows of a global batch of n: [r·n/N, (r+1)·n/N). A rank whose share is empty (a last batch smaller
+        // than N) still runs forward and backward on one row, weighted 0, so that every rank joins every collective.
+        (int[] Rows, bool Counted) RankShare(int[] global)
+        {
+            int start = (int)((long)Group.Rank * global.Length / Group.Size), end = (int)((long)(Group.Rank + 1) * global.Length / Group.Size);
+            return end > start ? (global[start..end], true) : ([global[0]], false);
+        }
+
+        // N·c_r / Σc: rank r's mean loss over its c_r loss terms (rows, or unmasked tokens) becomes its part of the
+        // global batch's mean, scaled by N because the gradients are then averaged over the ranks.
+        double ShareWeight(long terms, bool counted)
+        {
+            double[] counts = [counted ? terms : 0];
+            Group.AllReduceSum(counts);
+            return counts[0] > 0 ? Group.Size * (counted ? terms : 0) / counts[0] : 0;
+        }
+
+        // One scalar all-reduce (loss, tokens, which gradients exist) and one gradient all-reduce per optimizer step.
+        (double Loss, long Tokens) AverageAcrossRanks(double loss, long tokens)
+        {
+            var parameters = tuner.TrainableParameters().Select(t => t.Parameter).ToList();
+            using var scope = NewDisposeScope();
+            double[] sums = new double[2 + parameters.Count];
+            sums[0] = loss;
+            sums[1] = tokens;
+            for (int i = 0; i < parameters.Count; i++) sums[2 + i] = parameters[i].grad is null ? 0 : 1;
+            Group.AllReduceSum(sums);
+            // A gradient some rank has is averaged everywhere (zero where a rank has none); one no rank has stays absent.
+            var gradients = new List<Tensor>();
+            for (int i = 0; i < parameters.Count; i++)
+            {
+                if (sums[2 + i] == 0) continue;
+                if (parameters[i].grad is null) parameters[i].grad = zeros_like(parameters[i]);
+                gradients.Add(parameters[i].grad!);
+            }
+            Group.AllReduceMean(gradients);
+            return (sums[0] / Group.Size, (long)sums[1]);
+        }
+
         AdamW NewOptimizer(AdamW? inheritFrom = null) =>
             new(tuner.TrainableParameters(), new AdamWOptions(Epsilon: options.AdamEpsilon, WeightDecay: options.WeightDecay), TrainingOptions.IsNoDecay, inheritFrom);
 
@@ -368,6 +429,8 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         {
             string stateFile = Path.Combine(directory, "trainer_state.json");
             var loaded = RunState.FromJson(File.ReadAllText(stateFile), tuner.Name, directory);
+            if (loaded.WorldSize != Group.Size)
+                throw new InvalidDataException($"--resume: checkpoint {directory} was written by {loaded.WorldSize} process{(loaded.WorldSize == 1 ? "" : "es")}, this run has {Group.Size}: resume with the same number of ranks (mpirun -np {loaded.WorldSize}), since the global batch and the data each rank reads depend on it");
             if (opt is null)
             {
                 // First pass (before the optimizer exists): tensors of model and tuner.
@@ -472,7 +535,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
     {
         var metrics = EvaluateModel();
         state.Evals.Add((state.Step, metrics));
-        AppendJsonLine(metricsLog, new { step = state.Step, eval = metrics });
+        if (Group.IsMain) AppendJsonLine(metricsLog, new { step = state.Step, eval = metrics });
         Progress?.Report(new TrainingProgress("eval", state.Step, totalSteps, double.NaN, 0, 0, metrics));
         return metrics;
     }
@@ -489,6 +552,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
         public double WallSeconds;
         public long GradOptimizerBytes;
         public int? LastCheckpointStep;
+        public int WorldSize = 1;                                // data-parallel ranks that trained (a resume needs as many)
         public IReadOnlyDictionary<string, double>? Baseline;
         public EarlyStoppingState? Tracker;                      // best candidate so far and early stopping's count
         public IReadOnlyDictionary<string, double>? BestMetrics; // every metric of the best candidate
@@ -501,6 +565,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             method,
             step = Step,
             stage_start = StageStart,
+            world_size = WorldSize,
             tokens = Tokens,
             wall_seconds = WallSeconds,
             grad_optimizer_bytes = GradOptimizerBytes,
@@ -529,6 +594,7 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
             {
                 Step = root.GetProperty("step").GetInt32(),
                 StageStart = root.TryGetProperty("stage_start", out var stage) ? stage.GetInt32() : 0,
+                WorldSize = root.TryGetProperty("world_size", out var world) ? world.GetInt32() : 1,
                 Tokens = root.GetProperty("tokens").GetInt64(),
                 WallSeconds = root.GetProperty("wall_seconds").GetDouble(),
                 GradOptimizerBytes = root.GetProperty("grad_optimizer_bytes").GetInt64(),

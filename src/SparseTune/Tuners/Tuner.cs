@@ -1,3 +1,4 @@
+using SparseTune.Distributed;
 using SparseTune.Models;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -37,6 +38,14 @@ public abstract class Tuner : IDisposable
 
     /// <summary>The options every method shares (modules trained in full, the base model's path).</summary>
     public TunerContext Context { get; internal set; } = TunerContext.Default;
+
+    /// <summary>
+    /// The data-parallel processes training together, set by the trainer before <see cref="Attach"/>. A method that
+    /// decides something from what one rank alone sees (its own batches' activations or dense gradients) must make that
+    /// global through it before deciding, so that every rank decides alike; what it decides from trainable tensors or
+    /// their (already averaged) gradients needs nothing.
+    /// </summary>
+    public IProcessGroup Group { get; internal set; } = SingleProcess.Instance;
 
     public abstract void Attach(TransformerModel model);
 

@@ -69,6 +69,7 @@ public sealed class LightPeftTuner : Tuner
     List<string> moduleNames = [];              // LoRA modules in attach order (the accumulators' rows)
     double[,] ratioSums = new double[0, 2];     // per module: Σ per-forward mean ‖ΔW·x‖/‖W·x+b‖, forward passes
     double[][] rankSums = [];                   // per module: Σ per-step rank scores
+    double[,] pendingRatioSums = new double[0, 2];  // data-parallel: this step's ratio sums, before the ranks' sum
     int scoredSteps;
     bool recording;
     int totalSteps;
@@ -128,6 +129,7 @@ public sealed class LightPeftTuner : Tuner
         denseFlops = InferenceFlops.PerToken(model, skipZeros: false);
         moduleNames = lora.Modules.Select(m => m.Name).ToList();
         ratioSums = new double[moduleNames.Count, 2];
+        pendingRatioSums = new double[moduleNames.Count, 2];
         rankSums = moduleNames.Select(_ => new double[options.Rank]).ToArray();
         for (int i = 0; i < lora.Modules.Count; i++)
         {
@@ -188,14 +190,17 @@ public sealed class LightPeftTuner : Tuner
         using var _ = no_grad();
         Tensor mean = update.detach().norm(-1, keepdim: false).div(output.detach().norm(-1, keepdim: false)).mean();
         double ratio = mean.to_type(ScalarType.Float64).item<double>();
-        ratioSums[row, 0] += double.IsFinite(ratio) ? ratio : 0;
-        ratioSums[row, 1] += 1;
+        // Data-parallel: this rank's ratios wait for the step's all-reduce (BeforeOptimizerStep) before they count.
+        var sums = Group.Size > 1 ? pendingRatioSums : ratioSums;
+        sums[row, 0] += double.IsFinite(ratio) ? ratio : 0;
+        sums[row, 1] += 1;
     }
 
     /// <summary>Accumulates each rank's first-order score from the gradients about to be applied.</summary>
     public override void BeforeOptimizerStep(TrainingStepContext context)
     {
         if (!recording) return;
+        if (Group.Size > 1) AddRanksRatios();
         for (int i = 0; i < Lora.Modules.Count; i++)
         {
             var adapter = Lora.Modules[i].Adapter;
@@ -210,6 +215,24 @@ public sealed class LightPeftTuner : Tuner
             for (int r = 0; r < values.Length; r++) rankSums[row][r] += values[r];
         }
         scoredSteps++;
+    }
+
+    /// <summary>
+    /// Adds every rank's ratio sums of this step (each rank saw its own rows) to the totals, the same on every rank; the
+    /// module scores are then the mean over all ranks' forward passes. The rank scores come from averaged gradients.
+    /// </summary>
+    void AddRanksRatios()
+    {
+        int modules = pendingRatioSums.GetLength(0);
+        double[] flat = new double[modules * 2];
+        Buffer.BlockCopy(pendingRatioSums, 0, flat, 0, flat.Length * sizeof(double));
+        Group.AllReduceSum(flat);
+        for (int i = 0; i < modules; i++)
+        {
+            ratioSums[i, 0] += flat[2 * i];
+            ratioSums[i, 1] += flat[2 * i + 1];
+        }
+        Array.Clear(pendingRatioSums);
     }
 
     public override bool AfterOptimizerStep(TrainingStepContext context)

@@ -1,3 +1,4 @@
+using SparseTune.Distributed;
 using SparseTune.Nn;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -27,10 +28,14 @@ public sealed class SiftAdapter : ILinearAdapter
     Phase phase;
     int selectionBatchesLeft;
     Tensor? score, biasScore;   // Σ|∂L/∂W| and Σ|∂L/∂b| while selecting over several batches
+    readonly IProcessGroup group;
 
     /// <param name="biasComponents">k_b, trained components of the bias; 0 keeps the bias frozen.</param>
-    public SiftAdapter(TunableLinear layer, long k, long biasComponents = 0)
+    /// <param name="group">Data-parallel ranks: a selection batch's dense gradients are averaged over them before
+    /// scoring, so every rank chooses the indices one process would choose from the whole global batch.</param>
+    public SiftAdapter(TunableLinear layer, long k, long biasComponents = 0, IProcessGroup? group = null)
     {
+        this.group = group ?? SingleProcess.Instance;
         if (biasComponents > 0 && layer.bias is null) throw new ArgumentException("the layer has no bias to tune", nameof(biasComponents));
         this.k = k;
         biasK = biasComponents;
@@ -100,6 +105,8 @@ public sealed class SiftAdapter : ILinearAdapter
             return (denseWeightGrad.view(-1).index_select(0, Indices), biasK > 0 ? denseBiasGrad!.index_select(0, BiasIndices) : null);
         if (phase == Phase.Idle) throw new InvalidOperationException("SIFT: a backward pass ran before the components were chosen");
         selectionBatchesLeft--;
+        // Ranks call this in the same order (the same layers' backward), so the collective lines up.
+        if (group.Size > 1) group.AllReduceMean(biasK > 0 ? [denseWeightGrad, denseBiasGrad!] : [denseWeightGrad]);
         bool last = selectionBatchesLeft == 0;
         if (last && score is null)
         {

@@ -40,7 +40,7 @@ public sealed class SiftTuner(SiftOptions options) : Tuner
         foreach (var (name, layer) in ModuleSelection.Select(model, options.TargetModules))
         {
             long biasK = options.FreezeBiases || layer.bias is null ? 0 : options.ComponentsFor(layer.bias.numel());
-            var adapter = new SiftAdapter(layer, options.ComponentsFor(layer.weight.numel()), biasK);
+            var adapter = new SiftAdapter(layer, options.ComponentsFor(layer.weight.numel()), biasK, Group);
             layer.Adapter = adapter;
             targets.Add((name, layer, adapter));
         }
