@@ -44,6 +44,7 @@ public static class BenchCommand
         { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, device, single, gemm };
         command.Subcommands.Add(BenchAccuracyCommand.Create());
         command.Subcommands.Add(BenchGenerateCommand.Create());
+        command.Subcommands.Add(BenchTrafficCommand.Create());
 
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {

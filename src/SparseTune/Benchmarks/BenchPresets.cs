@@ -21,6 +21,9 @@ public static class BenchPresets
         // TinyLlama-1.1B's shape (1.1B parameters, 4.4 GB of float32 weights): 22 layers, hidden 2048, FFN 5632,
         // 32 query and 4 key/value heads, untied 32000-token LM head.
         ["tinyllama-1.1b"] = (new LlamaConfig { ModelType = "llama", VocabSize = 32000, Hidden = 2048, Layers = 22, Heads = 32, KeyValueHeads = 4, Intermediate = 5632, MaxPositionEmbeddings = 2048, RmsNormEps = 1e-5, BosTokenId = 1 }, ModelHead.CausalLM),
+        // LLaMA-7B's shape (6.74B parameters, 27 GB of float32 weights): 32 layers, hidden 4096, FFN 11008, 32 heads.
+        // For `bench traffic` (computed from the shape); training it needs far more memory than a 24 GiB machine.
+        ["llama-7b"] = (new LlamaConfig { ModelType = "llama", VocabSize = 32000, Hidden = 4096, Layers = 32, Heads = 32, KeyValueHeads = 32, Intermediate = 11008, MaxPositionEmbeddings = 2048, RmsNormEps = 1e-6, BosTokenId = 1 }, ModelHead.CausalLM),
     };
 
     public static (ModelConfig Config, ModelHead Head) Get(string name) =>
