@@ -14,7 +14,8 @@ namespace SparseTune.Cli.Commands;
 
 /// <summary>
 /// sparsetune bench: GEMM peak, then each method's training step in its own child process (so peak memory is
-/// that method's), reported as absolute figures and as ratios to full fine-tuning from the same run.
+/// that method's), reported as absolute figures and as ratios to full fine-tuning from the same run. With --distributed,
+/// under mpirun, what data parallelism costs each method instead (<see cref="DistributedBenchmark"/>).
 /// </summary>
 public static class BenchCommand
 {
