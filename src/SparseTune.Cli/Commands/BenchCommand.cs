@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using SparseTune.Benchmarks;
+using SparseTune.Distributed;
 using SparseTune.Models;
 using SparseTune.Nn;
 using SparseTune.Tuners;
@@ -13,7 +14,8 @@ namespace SparseTune.Cli.Commands;
 
 /// <summary>
 /// sparsetune bench: GEMM peak, then each method's training step in its own child process (so peak memory is
-/// that method's), reported as absolute figures and as ratios to full fine-tuning from the same run.
+/// that method's), reported as absolute figures and as ratios to full fine-tuning from the same run. With --distributed,
+/// under mpirun, what data parallelism costs each method instead (<see cref="DistributedBenchmark"/>).
 /// </summary>
 public static class BenchCommand
 {
@@ -29,26 +31,32 @@ public static class BenchCommand
         var preset = new Option<string?>("--preset") { Description = $"Model shape with random weights: {string.Join(", ", BenchPresets.All.Keys)}." };
         var model = new Option<string?>("--model") { Description = "A Hugging Face model folder whose shape (config.json) to use instead of a preset." };
         var methods = new Option<string>("--methods") { Description = "Comma-separated methods to measure.", DefaultValueFactory = _ => string.Join(",", MethodRegistry.Names) };
-        var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 4 };
+        var batch = new Option<int>("--batch", "--batch-size") { Description = "Sequences per step (per rank under --distributed).", DefaultValueFactory = _ => 4 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 512 };
         var steps = new Option<int>("--steps") { Description = "Timed steps per method (median reported).", DefaultValueFactory = _ => 5 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed steps first.", DefaultValueFactory = _ => 2 };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
-        var threads = new Option<int>("--threads") { Description = "libtorch threads (0: libtorch's default, all cores).", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "libtorch threads (0: libtorch's default, all cores; under --distributed, the cores shared among this machine's ranks).", DefaultValueFactory = _ => 0 };
         var precision = new Option<string>("--precision") { Description = "fp32, bf16, auto, or a list (fp32,bf16) to measure each method in each.", DefaultValueFactory = _ => "fp32" };
         var device = CliSupport.DeviceOption();
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each block in backward (less activation memory, about a third more compute)." };
+        var distributed = new Option<bool>("--distributed") { Description = "Under mpirun -np N (N ≥ 2): bytes all-reduced and seconds in all-reduce per step, and the step time with N ranks against one process on the same per-rank batch." };
         var single = new Option<string?>("--single-method") { Hidden = true };
         var gemm = new Option<double>("--gemm-gflops") { Hidden = true };
         var command = new Command("bench", "Measure step time, MFU, memory and inference latency of every method side by side.")
-        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, device, single, gemm };
+        { preset, model, methods, batch, seqLen, steps, warmup, json, threads, precision, checkpointing, device, distributed, single, gemm };
         command.Subcommands.Add(BenchAccuracyCommand.Create());
         command.Subcommands.Add(BenchGenerateCommand.Create());
         command.Subcommands.Add(BenchTrafficCommand.Create());
 
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {
+            bool dataParallel = parse.GetValue(distributed);
+            // One line, before anything is built: without a launcher there is nothing to measure.
+            if (dataParallel && !DistributedModes.LaunchedByMpi())
+                throw new UsageException("bench --distributed needs mpirun: mpirun -np 2 sparsetune bench --distributed --preset tiny");
             if (parse.GetValue(threads) is > 0 and var t) set_num_threads(t);
+            else if (dataParallel) set_num_threads(Math.Max(1, Environment.ProcessorCount / RanksOnThisMachine()));
             string? presetName = parse.GetValue(preset), modelDir = parse.GetValue(model);
             if (presetName is null == modelDir is null) throw new UsageException("give exactly one of --preset or --model");
             var (config, head) = modelDir is not null
@@ -65,8 +73,11 @@ public static class BenchCommand
             var precisions = parse.GetValue(precision)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(CliSupport.ParsePrecision).Distinct().ToList();
             if (precisions.Count == 0) problems.Add("--precision: give fp32, bf16, auto or a list");
+            if (dataParallel && precisions.Count > 1) problems.Add("--precision: give one precision with --distributed");
             if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
             bool recompute = parse.GetValue(checkpointing);
+            if (dataParallel)
+                return RunDistributed(config, head, modelDir ?? presetName!, methodList, b, s, w, n, precisions[0], recompute, parse.GetValue(json));
 
             if (parse.GetValue(single) is { } one)
             {
@@ -158,6 +169,67 @@ public static class BenchCommand
         }));
         return command;
     }
+
+    /// <summary>
+    /// bench --distributed: every rank measures every method in this process, one after another (see
+    /// <see cref="DistributedBenchmark"/>); rank 0 alone prints and writes the JSON.
+    /// </summary>
+    static int RunDistributed(ModelConfig config, ModelHead head, string shape, List<string> methodList, int batch, int sequenceLength,
+        int warmupSteps, int steps, Precision precision, bool recompute, string? jsonPath)
+    {
+        IProcessGroup group = DistributedModes.Open(DistributedMode.Mpi);
+        if (group.Size < 2) throw new UsageException($"bench --distributed needs at least 2 ranks, mpirun started {group.Size}: mpirun -np 2 …");
+        IAnsiConsole? console = group.IsMain ? CliSupport.Out : null;
+        int threadCount = get_num_threads();
+        console?.MarkupLine($"model {Markup.Escape(shape)} ({config.ModelType}, {config.NumLayers} layers, hidden {config.HiddenSize}); {group.Size} ranks × {batch} sequences × {sequenceLength} tokens, {threadCount} libtorch thread{(threadCount == 1 ? "" : "s")} per rank; {warmupSteps} warm-up + {steps} timed steps; then rank 0 alone on {batch} sequences");
+        var rows = new List<DistributedMeasurement>();
+        foreach (string method in methodList)
+        {
+            console?.MarkupLine($"measuring [bold]{method}[/] …");
+            rows.Add(DistributedBenchmark.Run(group, config, head, method, batch, sequenceLength, warmupSteps, steps, precision, recompute));
+        }
+        if (console is null) return 0;
+
+        var table = new Table().AddColumns("method", "trainable", "all-reduced / step (× full)", "scalars / step", "all-reduce s / step",
+            $"step s, {group.Size} ranks", "step s, 1 process", "ratio");
+        foreach (var r in rows)
+            table.AddRow(r.Method, CliSupport.HumanCount(r.TrainableParameters),
+                $"{CliSupport.HumanBytes((long)r.GradientBytesPerStep)} ({100 * r.GradientBytesRelativeToFull:0.00}%)",
+                $"{r.ScalarBytesPerStep:0} B",
+                $"{r.AllReduceSecondsPerStep:0.0000}",
+                $"{r.StepSeconds:0.000}",
+                $"{r.SingleProcessStepSeconds:0.000}",
+                $"{r.StepRatio:0.00}×");
+        console.Write(table);
+        if (jsonPath is not null)
+        {
+            var document = new
+            {
+                model = shape,
+                ranks = group.Size,
+                threads_per_rank = threadCount,
+                batch_per_rank = batch,
+                seq_len = sequenceLength,
+                steps,
+                warmup = warmupSteps,
+                precision = precision.ToString().ToLowerInvariant(),
+                gradient_checkpointing = recompute,
+                machine = $"{Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+                methods = rows.Select(r => new
+                {
+                    r.Method, r.TrainableParameters, r.ModelParameters, r.GradientBytesPerStep, r.ScalarBytesPerStep, r.AllReduceSecondsPerStep,
+                    r.StepSeconds, r.SingleProcessStepSeconds, r.StepRatio, r.GradientBytesRelativeToFull,
+                }),
+            };
+            IO.AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, Json));
+            console.MarkupLine($"wrote {Markup.Escape(jsonPath)}");
+        }
+        return 0;
+    }
+
+    /// <summary>Ranks Open MPI started on this machine (OMPI_COMM_WORLD_LOCAL_SIZE), 1 when it does not say.</summary>
+    static int RanksOnThisMachine() =>
+        int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE"), out int ranks) && ranks > 0 ? ranks : 1;
 
     static (ModelConfig, ModelHead) LoadShape(string dir)
     {

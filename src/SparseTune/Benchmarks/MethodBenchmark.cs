@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SparseTune.Distributed;
 using SparseTune.Models;
 using SparseTune.Training;
 using SparseTune.Tuners;
@@ -43,10 +44,14 @@ public sealed record MethodMeasurement
     }
 }
 
-/// <summary>Random token batches of a fixed shape; labels fit the model's head.</summary>
-public sealed class RandomBatches(int vocabSize, int batch, int sequenceLength, TaskKind task, int classes, int seed = 0) : IBatchSource
+/// <summary>
+/// Random token batches of a fixed shape; labels fit the model's head. <paramref name="batch"/> rows come from each
+/// <see cref="Build"/>, seeded by its first index. A global batch holds <paramref name="ranks"/> indices, so that under
+/// data parallelism each rank's share is one index: <paramref name="batch"/> rows of its own per rank.
+/// </summary>
+public sealed class RandomBatches(int vocabSize, int batch, int sequenceLength, TaskKind task, int classes, int seed = 0, int ranks = 1) : IBatchSource
 {
-    public IReadOnlyList<int[]> EpochBatches(int epoch) => Enumerable.Range(0, 64).Select(i => new[] { i }).ToList();
+    public IReadOnlyList<int[]> EpochBatches(int epoch) => Enumerable.Range(0, 64).Select(i => Enumerable.Range(i * ranks, ranks).ToArray()).ToList();
 
     public TrainingBatch Build(int[] indices)
     {
@@ -75,38 +80,12 @@ public static class MethodBenchmark
         int batch, int sequenceLength, int warmupSteps, int steps, double gemmGflops,
         Nn.Precision precision = Nn.Precision.Fp32, bool gradientCheckpointing = false, Device? device = null)
     {
-        torch.random.manual_seed(0);
-        using var model = PretrainedModel.Create(config, head);
-        if (device is not null) model.to(device);
-        var task = head == ModelHead.SequenceClassification ? TaskKind.Classification : TaskKind.CausalLM;
-        using var tuner = MethodRegistry.CreateTuner(method, options ?? MethodRegistry.Get(method).BenchOptions);
-        var data = new RandomBatches(config.VocabSize, batch, sequenceLength, task, Math.Max(2, config.NumLabels));
-        var stepEnds = new List<(int StageStart, double Seconds)>();
-        var clock = Stopwatch.StartNew();
-        string output = Directory.CreateTempSubdirectory("sparsetune-bench-").FullName;
-        TrainingResult result;
-        try
-        {
-            var trainer = new Trainer(model, tuner, task, new TrainingOptions
-            {
-                MaxSteps = warmupSteps + steps,
-                BatchSize = batch,
-                LearningRate = 1e-5,
-                EvaluateBaseline = false,
-                LogEvery = int.MaxValue,
-                OutputDirectory = output,
-                Precision = precision,
-                GradientCheckpointing = gradientCheckpointing,
-            })
-            {
-                Progress = new SynchronousProgress(p => { if (p.Phase == "train") stepEnds.Add((p.StageStart, clock.Elapsed.TotalSeconds)); }),
-            };
-            result = trainer.Run(data);
-        }
-        finally { Directory.Delete(output, true); }
-
-        // Step k's duration is the time from step k−1's end to its own; the warm-up steps are left out.
-        var durations = stepEnds.Zip(stepEnds.Skip(1), (a, b) => (b.StageStart, Seconds: b.Seconds - a.Seconds)).Skip(Math.Max(0, warmupSteps - 1)).ToList();
+        var built = Build(config, head, method, options, device);
+        using var model = built.Model;
+        using var tuner = built.Tuner;
+        var task = built.Task;
+        var data = RandomData(config, task, batch, sequenceLength);
+        var (result, durations) = TrainTimed(model, tuner, task, data, batch, warmupSteps, steps, precision, gradientCheckpointing);
         double median = Median(durations.Select(d => d.Seconds));
         double[] stages = durations.GroupBy(d => d.StageStart).OrderBy(g => g.Key).Select(g => Median(g.Select(d => d.Seconds))).ToArray();
         double flops = TrainingFlops.PerStep(model, batch, sequenceLength);
@@ -141,7 +120,69 @@ public static class MethodBenchmark
         };
     }
 
-    static double Median(IEnumerable<double> values)
+    /// <summary>
+    /// The model of a bench shape with random weights (seed 0, so every process builds the same one), on
+    /// <paramref name="device"/>, and the method's tuner with its bench options (or <paramref name="options"/>).
+    /// </summary>
+    public static (TransformerModel Model, Tuner Tuner, TaskKind Task) Build(ModelConfig config, ModelHead head, string method,
+        IMethodOptions? options = null, Device? device = null)
+    {
+        torch.random.manual_seed(0);
+        var model = PretrainedModel.Create(config, head);
+        if (device is not null) model.to(device);
+        var task = head == ModelHead.SequenceClassification ? TaskKind.Classification : TaskKind.CausalLM;
+        var tuner = MethodRegistry.CreateTuner(method, options ?? MethodRegistry.Get(method).BenchOptions);
+        return (model, tuner, task);
+    }
+
+    /// <summary>Random batches of <paramref name="batch"/> × <paramref name="sequenceLength"/> tokens for the model's head (per rank, see <see cref="RandomBatches"/>).</summary>
+    public static RandomBatches RandomData(ModelConfig config, TaskKind task, int batch, int sequenceLength, int ranks = 1) =>
+        new(config.VocabSize, batch, sequenceLength, task, Math.Max(2, config.NumLabels), ranks: ranks);
+
+    /// <summary>
+    /// Runs the real training loop for <paramref name="warmupSteps"/> + <paramref name="steps"/> steps and returns the
+    /// duration of each step after the warm-up (from the previous step's end to its own) with the step its training
+    /// stage began at. <paramref name="stepEnded"/> runs at the end of every step, after its time is taken.
+    /// </summary>
+    public static (TrainingResult Result, List<(int StageStart, double Seconds)> Durations) TrainTimed(TransformerModel model, Tuner tuner,
+        TaskKind task, IBatchSource data, int batch, int warmupSteps, int steps, Nn.Precision precision = Nn.Precision.Fp32,
+        bool gradientCheckpointing = false, IProcessGroup? group = null, Action? stepEnded = null)
+    {
+        var stepEnds = new List<(int StageStart, double Seconds)>();
+        var clock = Stopwatch.StartNew();
+        string output = Directory.CreateTempSubdirectory("sparsetune-bench-").FullName;
+        TrainingResult result;
+        try
+        {
+            var trainer = new Trainer(model, tuner, task, new TrainingOptions
+            {
+                MaxSteps = warmupSteps + steps,
+                BatchSize = batch,
+                LearningRate = 1e-5,
+                EvaluateBaseline = false,
+                LogEvery = int.MaxValue,
+                OutputDirectory = output,
+                Precision = precision,
+                GradientCheckpointing = gradientCheckpointing,
+            })
+            {
+                Group = group ?? SingleProcess.Instance,
+                Progress = new SynchronousProgress(p =>
+                {
+                    if (p.Phase != "train") return;
+                    stepEnds.Add((p.StageStart, clock.Elapsed.TotalSeconds));
+                    stepEnded?.Invoke();
+                }),
+            };
+            result = trainer.Run(data);
+        }
+        finally { Directory.Delete(output, true); }
+        // Step k's duration is the time from step k−1's end to its own; the warm-up steps are left out.
+        var durations = stepEnds.Zip(stepEnds.Skip(1), (a, b) => (b.StageStart, Seconds: b.Seconds - a.Seconds)).Skip(Math.Max(0, warmupSteps - 1)).ToList();
+        return (result, durations);
+    }
+
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToList();
         return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];

@@ -29,6 +29,8 @@ internal static unsafe class MpiNative
     static delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> allreduce;
     static delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int> bcast;
     static delegate* unmanaged<IntPtr, int> barrier;
+    static delegate* unmanaged<IntPtr, IntPtr*, int> ibarrier;
+    static delegate* unmanaged<IntPtr*, int*, IntPtr, int> test;
     static delegate* unmanaged<IntPtr, int, int> abort;
 
     public static IntPtr CommWorld { get; private set; }
@@ -60,6 +62,8 @@ internal static unsafe class MpiNative
         allreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Export("MPI_Allreduce");
         bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)Export("MPI_Bcast");
         barrier = (delegate* unmanaged<IntPtr, int>)Export("MPI_Barrier");
+        ibarrier = (delegate* unmanaged<IntPtr, IntPtr*, int>)Export("MPI_Ibarrier");
+        test = (delegate* unmanaged<IntPtr*, int*, IntPtr, int>)Export("MPI_Test");
         abort = (delegate* unmanaged<IntPtr, int, int>)Export("MPI_Abort");
         CommWorld = Export("ompi_mpi_comm_world");
         Float = Export("ompi_mpi_float");
@@ -85,6 +89,24 @@ internal static unsafe class MpiNative
         Check(bcast(buffer, count, datatype, root, CommWorld), "MPI_Bcast");
 
     public static void Barrier() => Check(barrier(CommWorld), "MPI_Barrier");
+
+    /// <summary>
+    /// A barrier that checks every <paramref name="poll"/> and sleeps in between (MPI_Ibarrier + MPI_Test): Open MPI's
+    /// blocking calls spin on a core, which a rank waiting for long would take from the ranks still working.
+    /// Every rank must call this one (a nonblocking barrier does not match MPI_Barrier).
+    /// </summary>
+    public static void SleepingBarrier(TimeSpan poll)
+    {
+        IntPtr request;   // Open MPI's MPI_Request is a pointer; MPI_STATUS_IGNORE is NULL
+        Check(ibarrier(CommWorld, &request), "MPI_Ibarrier");
+        while (true)
+        {
+            int done;
+            Check(test(&request, &done, IntPtr.Zero), "MPI_Test");
+            if (done != 0) return;
+            Thread.Sleep(poll);
+        }
+    }
 
     /// <summary>Ends every rank of the job (a failed rank must not leave the others waiting in a collective).</summary>
     public static void Abort(int errorCode) => abort(CommWorld, errorCode);

@@ -139,6 +139,8 @@ public sealed class MpiProcessGroup : IProcessGroup
 
     public void Barrier() => MpiNative.Barrier();
 
+    public void SleepingBarrier(TimeSpan poll) => MpiNative.SleepingBarrier(poll);
+
     /// <summary>
     /// Hands <paramref name="action"/> the address and element count of consecutive pieces of at most
     /// <paramref name="chunkElements"/> of a flat contiguous CPU tensor (MPI counts are 32-bit).

@@ -31,6 +31,12 @@ public interface IProcessGroup
 
     /// <summary>Waits until every rank has reached this call.</summary>
     void Barrier();
+
+    /// <summary>
+    /// <see cref="Barrier"/> for a long wait: checks every <paramref name="poll"/> and sleeps in between instead of
+    /// spinning on a core the ranks still working could use. Every rank must call this one, not <see cref="Barrier"/>.
+    /// </summary>
+    void SleepingBarrier(TimeSpan poll) => Barrier();
 }
 
 /// <summary>One process, no communication: every collective is a no-op (the sum and mean of one value is itself).</summary>

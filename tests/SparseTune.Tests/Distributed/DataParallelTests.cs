@@ -102,6 +102,70 @@ public class DataParallelTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// bench --distributed under 2 ranks: one row per method; LoRA all-reduces exactly its trainable values in float32 and
+    /// full fine-tuning every model parameter, plus 8 bytes per scalar (the micro-batch's loss share, the step's loss
+    /// and tokens, one "has a gradient" flag per trainable tensor). Without mpirun it refuses in one line.
+    /// </summary>
+    [Fact]
+    public void BenchDistributed_CountsTheTrainableGradientsAllReducedPerStep()
+    {
+        var refused = CliRun.Invoke(output, "bench", "--distributed", "--preset", "tiny");
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("needs mpirun", CliRun.AssertOneLineError(refused));
+        if (Mpirun() is not { } mpirun) { output.WriteLine("skipped: mpirun not found (apt-get install openmpi-bin)"); return; }
+
+        string dir = Fixtures.TempDirectory("bench-distributed");
+        try
+        {
+            string json = Path.Combine(dir, "bench.json");
+            var (code, text) = Launch(mpirun, 2, ["bench", "--distributed", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "32", "--json", json]);
+            Assert.True(code == 0, text);
+            output.WriteLine(text);
+            // Rank 0 alone prints: one table, one "wrote" line.
+            Assert.Equal(1, text.Split('\n').Count(l => l.StartsWith("wrote ", StringComparison.Ordinal)));
+            using var document = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = document.RootElement.GetProperty("methods").EnumerateArray().ToDictionary(r => r.GetProperty("method").GetString()!);
+            // The CLI's methods: the built-in ones (tests register more in this process).
+            var builtIn = SparseTune.Tuners.MethodRegistry.All.Where(m => m.GetType().Assembly == typeof(SparseTune.Tuners.MethodRegistry).Assembly).Select(m => m.Name);
+            Assert.Equal(builtIn.Order(), rows.Keys.Order());
+            Assert.Equal(2, document.RootElement.GetProperty("ranks").GetInt32());
+
+            // The trainable tensors of LoRA and of the model, counted here on the same preset.
+            var (config, head) = SparseTune.Benchmarks.BenchPresets.Get("tiny");
+            var built = SparseTune.Benchmarks.MethodBenchmark.Build(config, head, "lora");
+            using var model = built.Model;
+            using var tuner = built.Tuner;
+            long modelParameters = model.ParameterCount();
+            int modelTensors = model.parameters().Count();
+            tuner.Attach(model);
+            var loraTrainable = tuner.TrainableParameters().ToList();
+            long loraValues = loraTrainable.Sum(t => t.Parameter.numel());
+
+            var lora = rows["lora"];
+            Assert.Equal(loraValues, lora.GetProperty("trainable_parameters").GetInt64());
+            Assert.Equal(4.0 * loraValues, lora.GetProperty("gradient_bytes_per_step").GetDouble());
+            Assert.Equal(8.0 * (3 + loraTrainable.Count), lora.GetProperty("scalar_bytes_per_step").GetDouble());
+            var full = rows["full"];
+            Assert.Equal(modelParameters, full.GetProperty("trainable_parameters").GetInt64());
+            Assert.Equal(4.0 * modelParameters, full.GetProperty("gradient_bytes_per_step").GetDouble());
+            Assert.Equal(8.0 * (3 + modelTensors), full.GetProperty("scalar_bytes_per_step").GetDouble());
+            Assert.Equal(1.0, full.GetProperty("gradient_bytes_relative_to_full").GetDouble());
+            Assert.Equal(loraValues / (double)modelParameters, lora.GetProperty("gradient_bytes_relative_to_full").GetDouble(), 12);
+            foreach (var (method, row) in rows)
+            {
+                Assert.True(row.GetProperty("step_ratio").GetDouble() > 0, method);
+                Assert.True(row.GetProperty("single_process_step_seconds").GetDouble() > 0, method);
+                Assert.True(row.GetProperty("all_reduce_seconds_per_step").GetDouble() > 0, method);
+                Assert.True(row.GetProperty("gradient_bytes_per_step").GetDouble() > 0, method);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     /// <summary>A copy of the bundled demo model with dropout off, its training file, and the --data kind.</summary>
     static (string Model, string Train, string Data) Setup(string dir, string family)
     {
