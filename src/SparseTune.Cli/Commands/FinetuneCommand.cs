@@ -58,7 +58,7 @@ public static class FinetuneCommand
         var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 0, Description = "Evaluate every N steps (0: at the end only)." };
         var patience = new Option<int?>("--early-stopping-patience")
         {
-            Description = "Stop when the main eval metric (accuracy, pearson; perplexity for a language model) has not improved for N evaluations in a row (needs --eval and --eval-every). Only evaluations after the method's last structural change (pruning, sparsity schedule, index selection) count.",
+            Description = "Stop when the main eval metric (accuracy, pearson, squad f1; perplexity for a language model) has not improved for N evaluations in a row (needs --eval and --eval-every). Only evaluations after the method's last structural change (pruning, sparsity schedule, index selection) count.",
         };
         var keepBest = new Option<bool>("--keep-best") { Description = "Ship the weights of the best evaluation, not the last (needs --eval and --eval-every; candidates as for --early-stopping-patience)." };
         var saveEvery = new Option<int>("--save-every") { DefaultValueFactory = _ => 0, Description = "Checkpoint every N steps for --resume (0: never)." };

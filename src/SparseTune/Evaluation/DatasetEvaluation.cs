@@ -58,14 +58,15 @@ public static class DatasetEvaluation
         DataKind kind = options.Data == DataKind.Auto ? DataKinds.Detect(options.DataFile) : options.Data;
         return kind switch
         {
-            DataKind.Classification or DataKind.Regression => Classification(options, kind, log),
+            DataKind.Classification or DataKind.Regression => Classification(options, log),
             DataKind.Squad => Squad(options, log),
             DataKind.MultipleChoice => MultipleChoice(options, log),
             _ => Perplexity(options, kind, log),
         };
     }
 
-    static DatasetEvaluationResult Classification(DatasetEvalOptions options, DataKind kind, Action<string>? log)
+    /// <summary>Classification or regression, as the model's head says (<see cref="ClassificationPredictor"/>).</summary>
+    static DatasetEvaluationResult Classification(DatasetEvalOptions options, Action<string>? log)
     {
         using var predictor = ClassificationPredictor.Load(options.ModelDirectory, options.AdapterPath, new PredictorOptions
         {
@@ -74,8 +75,7 @@ public static class DatasetEvaluation
         if (predictor.Artifact is { } artifact) log?.Invoke($"merged {artifact} into {options.ModelDirectory} (in memory)");
         var result = predictor.PredictFile(options.DataFile, options.Columns with { SkipBadRows = options.SkipBadRows });
         var metrics = result.Metrics ?? throw new InvalidDataException($"{options.DataFile}: no '{options.Columns.LabelColumn}' column to score against");
-        return new DatasetEvaluationResult(predictor.IsRegression ? DataKind.Regression : kind == DataKind.Regression ? DataKind.Regression : DataKind.Classification,
-            result.Rows.Count, metrics, result.SkippedRows);
+        return new DatasetEvaluationResult(predictor.IsRegression ? DataKind.Regression : DataKind.Classification, result.Rows.Count, metrics, result.SkippedRows);
     }
 
     static DatasetEvaluationResult Squad(DatasetEvalOptions options, Action<string>? log)
