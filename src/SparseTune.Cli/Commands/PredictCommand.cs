@@ -4,6 +4,7 @@ using SparseTune.Data;
 using SparseTune.Evaluation;
 using SparseTune.Inference;
 using SparseTune.Models;
+using SparseTune.Training;
 using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
@@ -86,7 +87,9 @@ public static class PredictCommand
                 },
                 Squad = squad.Bind(parse),
             };
-            int written = AnswersQuestions(options) ? RunQuestionAnswering(options, Console.Error.WriteLine).Answers.Count : Run(options, Console.Error.WriteLine).Rows.Count;
+            int written = AnswersQuestions(options) ? RunQuestionAnswering(options, Console.Error.WriteLine).Answers.Count
+                : File.Exists(options.InputFile) && DataKinds.Detect(options.InputFile) == DataKind.MultipleChoice ? RunMultipleChoice(options, Console.Error.WriteLine).Answers.Count
+                : Run(options, Console.Error.WriteLine).Rows.Count;
             Console.WriteLine($"wrote {written} predictions to {options.OutputFile}");
             return 0;
         }));
@@ -117,6 +120,20 @@ public static class PredictCommand
         if (result.SkippedRows > 0) log($"skipped {result.SkippedRows} bad rows, e.g. {result.SkippedReasons[0]}");
         if (result.Scores is { } scores)
             log($"against the gold answers ({scores.Total} questions): exact_match {scores.ExactMatch:0.00}  f1 {scores.F1:0.00}");
+        return result;
+    }
+
+    /// <summary>Validates, loads the multiple-choice model (an encoder's head or a causal LM, and artifact), picks a choice per question and writes the picks.</summary>
+    public static ChoiceFilePredictions RunMultipleChoice(PredictOptions options, Action<string> log)
+    {
+        var problems = options.Problems();
+        if (problems.Count > 0) throw new UsageException(string.Join("; ", problems));
+        var p = options.Predictor;
+        using var predictor = MultipleChoicePredictor.Load(options.ModelDirectory, options.AdapterPath, p.MaxLength, p.BatchSize, p.Device, p.Precision);
+        var result = predictor.PredictFile(options.InputFile, options.Columns.SkipBadRows);
+        PredictionFile.WriteChoices(options.OutputFile, result.Answers);
+        if (result.SkippedRows > 0) log($"skipped {result.SkippedRows} bad rows, e.g. {result.SkippedReasons[0]}");
+        if (result.Accuracy is { } accuracy) log($"against the labels ({result.Answers.Count} questions): accuracy {accuracy:0.0000}");
         return result;
     }
 

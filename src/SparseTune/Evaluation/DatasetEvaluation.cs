@@ -92,27 +92,9 @@ public static class DatasetEvaluation
     {
         var data = MultipleChoiceData.Read(options.DataFile, options.SkipBadRows);
         if (data.Items.Count == 0) throw new InvalidDataException($"{options.DataFile}: no multiple-choice questions");
-        if (data.Items.Any(i => i.Label is null)) throw new InvalidDataException($"{options.DataFile}: every question needs a label to be scored");
-        var (model, tokenizer, artifact) = TaskModel.Load(options.ModelDirectory, options.AdapterPath, null, "a multiple-choice");
-        using (model)
-        {
-            if (artifact is not null) log?.Invoke($"merged {artifact} into {options.ModelDirectory} (in memory)");
-            model.to(ComputeDevice.Resolve(options.Device, log));
-            model.Precision = options.Precision;
-            var encoder = new TokenizerEncoder(tokenizer);
-            IReadOnlyDictionary<string, double> metrics;
-            if (model.Head == ModelHead.MultipleChoice)
-            {
-                var batcher = new Batcher(MultipleChoiceData.EncoderExamples(options.DataFile, data.Items, encoder, options.MaxLength), TaskKind.MultipleChoice,
-                    encoder.PadId, new BatcherOptions { BatchSize = options.BatchSize, Shuffle = false });
-                metrics = InEvalMode(model, () => FineTuneJob.Evaluate(model, batcher, TaskKind.MultipleChoice));
-            }
-            else if (model.Head == ModelHead.CausalLM)
-                metrics = MultipleChoiceEvaluation.Score(model, data.Items, encoder, options.MaxLength, options.BatchSize).Metrics;
-            else
-                throw new InvalidDataException($"{options.ModelDirectory} is a {model.Head} model: multiple choice needs a multiple-choice head (a fine-tuned encoder) or a causal LM");
-            return new DatasetEvaluationResult(DataKind.MultipleChoice, data.Items.Count, metrics, data.SkippedRows);
-        }
+        using var predictor = MultipleChoicePredictor.Load(options.ModelDirectory, options.AdapterPath, options.MaxLength, options.BatchSize,
+            options.Device, options.Precision);
+        return new DatasetEvaluationResult(DataKind.MultipleChoice, data.Items.Count, predictor.Metrics(data.Items, options.DataFile), data.SkippedRows);
     }
 
     static DatasetEvaluationResult Perplexity(DatasetEvalOptions options, DataKind kind, Action<string>? log)

@@ -122,6 +122,45 @@ public static class PredictionFile
             });
     }
 
+    /// <summary>
+    /// Multiple-choice picks, one per question: JSONL <c>{"id": "q7", "choice": 2, "answer": "zebra", "scores": [0.1, …]}</c>
+    /// (scores: each choice's probability for an encoder, its summed log-likelihood for a decoder) or CSV
+    /// <c>id,choice,answer,score_0,score_1,…</c>.
+    /// </summary>
+    public static void WriteChoices(string path, IReadOnlyList<ChoiceAnswer> answers)
+    {
+        if (FormatOf(path) == PredictionFormat.Csv)
+            AtomicFile.Write(path, stream =>
+            {
+                using var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true) { NewLine = "\n" };
+                int most = answers.Max(a => a.Scores.Count);
+                writer.WriteLine(string.Join(',', ["id", "choice", "answer", .. Enumerable.Range(0, most).Select(i => $"score_{i}")]));
+                foreach (var a in answers)
+                    writer.WriteLine(string.Join(',', [Quote(a.Item.Id), a.Choice.ToString(CultureInfo.InvariantCulture), Quote(a.Text),
+                        .. a.Scores.Select(s => Number((float)s))]));
+            });
+        else
+            AtomicFile.Write(path, stream =>
+            {
+                foreach (var a in answers)
+                {
+                    using (var json = new Utf8JsonWriter(stream, JsonWriting))
+                    {
+                        json.WriteStartObject();
+                        json.WriteString("id", a.Item.Id);
+                        json.WriteNumber("choice", a.Choice);
+                        json.WriteString("answer", a.Text);
+                        json.WriteStartArray("scores");
+                        foreach (double s in a.Scores)
+                            if (double.IsFinite(s)) json.WriteNumberValue((float)s); else json.WriteNullValue();
+                        json.WriteEndArray();
+                        json.WriteEndObject();
+                    }
+                    stream.WriteByte((byte)'\n');
+                }
+            });
+    }
+
     static string Number(float value) => float.IsFinite(value) ? value.ToString("R", CultureInfo.InvariantCulture) : "";
 
     /// <summary>RFC 4180: a field holding a comma, quote or line break is quoted, its quotes doubled.</summary>

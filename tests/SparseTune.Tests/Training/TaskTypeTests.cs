@@ -99,8 +99,9 @@ public sealed class TaskTypeTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(48, evaluated.Examples);
         Assert.Equal(accuracy, evaluated.Metrics["accuracy"], 9);
         // The adapter records its head, so the base model loads as a multiple-choice model with it.
-        using var model = SparseTune.Tuners.MethodArtifacts.LoadWithArtifact(Demo.ModelDirectory(), outcome.Outputs["adapter"], out _);
-        Assert.Equal(ModelHead.MultipleChoice, model.Head);
+        using (var model = SparseTune.Tuners.MethodArtifacts.LoadWithArtifact(Demo.ModelDirectory(), outcome.Outputs["adapter"], out _))
+            Assert.Equal(ModelHead.MultipleChoice, model.Head);
+        AssertPredictPicksAsEvaluated(Demo.ModelDirectory(), outcome.Outputs["adapter"], dev, accuracy, probabilities: true);
     }
 
     [Fact]
@@ -114,6 +115,28 @@ public sealed class TaskTypeTests(ITestOutputHelper output) : IDisposable
         var evaluated = DatasetEvaluation.Evaluate(new DatasetEvalOptions { ModelDirectory = Demo.Gpt2ModelDirectory(), AdapterPath = outcome.Outputs["adapter"], DataFile = dev });
         Assert.Equal(report.Eval["accuracy"], evaluated.Metrics["accuracy"], 9);
         Assert.Equal(report.Eval["accuracy_norm"], evaluated.Metrics["accuracy_norm"], 9);
+        AssertPredictPicksAsEvaluated(Demo.Gpt2ModelDirectory(), outcome.Outputs["adapter"], dev, report.Eval["accuracy"], probabilities: false);
+    }
+
+    /// <summary>predict on a multiple-choice file: one pick per question whose text is its choice, the same accuracy as the evaluation.</summary>
+    void AssertPredictPicksAsEvaluated(string model, string adapter, string dev, double accuracy, bool probabilities)
+    {
+        string path = Path.Combine(temp, $"picks-{Guid.NewGuid():N}.jsonl");
+        var predicted = PredictCommand.RunMultipleChoice(new PredictOptions { ModelDirectory = model, AdapterPath = adapter, InputFile = dev, OutputFile = path }, output.WriteLine);
+        Assert.Equal(accuracy, predicted.Accuracy!.Value, 9);
+        var items = MultipleChoiceData.Read(dev).Items;
+        var lines = File.ReadAllLines(path);
+        Assert.Equal(items.Count, lines.Length);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            using var json = JsonDocument.Parse(lines[i]);
+            int choice = json.RootElement.GetProperty("choice").GetInt32();
+            Assert.Equal(items[i].Choices[choice], json.RootElement.GetProperty("answer").GetString());
+            var scores = json.RootElement.GetProperty("scores").EnumerateArray().Select(s => s.GetDouble()).ToList();
+            Assert.Equal(items[i].Choices.Count, scores.Count);
+            Assert.Equal(scores.Max(), scores[choice]);
+            if (probabilities) Assert.Equal(1.0, scores.Sum(), 4);
+        }
     }
 
     [Fact]
