@@ -197,8 +197,10 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         var schedule = StageSchedule(state.StageStart);
         model.train();
+        int? killAtStep = distributed ? TestKillStep() : null;
         for (int step = startStep; step < totalSteps && tracker.StoppedAtStep is null; step++)
         {
+            if (killAtStep == step + 1) Process.GetCurrentProcess().Kill();   // test only: this rank dies, no MPI_Finalize
             var context = new TrainingStepContext(model, step, totalSteps);
             tuner.BeforeStep(context);
             double stepLoss = 0;
@@ -361,6 +363,12 @@ public sealed class Trainer(TransformerModel model, Tuner tuner, TaskKind task, 
 
         // Rank r's rows of a global batch of n: [r·n/N, (r+1)·n/N). A rank whose share is empty (a last batch smaller
         // than N) still runs forward and backward on one row, weighted 0, so that every rank joins every collective.
+        // Test only (the distributed tests' "a rank dies mid-run"): SPARSETUNE_TEST_KILL_RANK=r and
+        // SPARSETUNE_TEST_KILL_AT_STEP=s make rank r kill itself (SIGKILL, as the OOM killer would) when step s begins.
+        int? TestKillStep() =>
+            int.TryParse(Environment.GetEnvironmentVariable("SPARSETUNE_TEST_KILL_RANK"), out int rank) && rank == Group.Rank
+            && int.TryParse(Environment.GetEnvironmentVariable("SPARSETUNE_TEST_KILL_AT_STEP"), out int at) ? at : null;
+
         (int[] Rows, bool Counted) RankShare(int[] global)
         {
             int start = (int)((long)Group.Rank * global.Length / Group.Size), end = (int)((long)(Group.Rank + 1) * global.Length / Group.Size);

@@ -44,6 +44,8 @@ public class DataParallelTests(ITestOutputHelper output)
     [InlineData("full", "bert")]
     [InlineData("sift", "bert")]
     [InlineData("pst", "bert")]
+    [InlineData("dsee", "bert")]
+    [InlineData("light-peft", "bert")]
     [InlineData("lora", "gpt2")]
     public void TwoRanksAtBatchB_TrainAsOneProcessAtBatch2B(string method, string family)
     {
@@ -59,7 +61,7 @@ public class DataParallelTests(ITestOutputHelper output)
             [
                 "finetune", "--model", model, "--train", train, "--data", data, "--method", method, "--max-steps", steps.ToString(), "--max-length", "32",
                 "--batch-size", batch.ToString(), "--no-baseline", "--save-every", "5", "--warmup-ratio", "0", "--lr", "1e-3", "--adam-epsilon", "1e-6",
-                "--output", Path.Combine(dir, outDir), .. method == "lora" ? new[] { "--lora-dropout", "0" } : [],
+                "--output", Path.Combine(dir, outDir), .. MethodArguments(method),
             ];
             var (oneCode, oneText) = Launch(null, 1, [.. Args(4, "one"), "--distributed", "none"]);
             Assert.True(oneCode == 0, oneText);
@@ -95,6 +97,53 @@ public class DataParallelTests(ITestOutputHelper output)
             Assert.Equal(2, state["world_size"]!.GetValue<int>());
             var resumed = CliRun.Invoke(output, [.. Args(4, "two", steps: 6), "--resume", Path.Combine(dir, "two", "checkpoint"), "--distributed", "none"]);
             Assert.Contains("written by 2 processes, this run has 1", CliRun.AssertOneLineError(resumed));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>
+    /// A rank that dies mid-run (SIGKILL at the start of step 5, no MPI_Finalize) ends the job: mpirun exits non-zero
+    /// within a minute instead of leaving the other rank waiting in its all-reduce. The step-3 checkpoint it left,
+    /// resumed with two ranks, reproduces the uninterrupted two-rank run: the same losses, bit for bit, and the same
+    /// trained tensors.
+    /// </summary>
+    [Fact]
+    public void KilledRank_EndsTheJob_AndTheTwoRankCheckpointResumesExactly()
+    {
+        if (Mpirun() is not { } mpirun) { output.WriteLine("skipped: mpirun not found (apt-get install openmpi-bin)"); return; }
+        string dir = Fixtures.TempDirectory("dp-resume");
+        try
+        {
+            var (model, train, data) = Setup(dir, "bert");
+            string[] Args(string outDir) =>
+            [
+                "finetune", "--model", model, "--train", train, "--data", data, "--method", "lora", "--lora-dropout", "0", "--max-steps", "6",
+                "--max-length", "32", "--batch-size", "2", "--no-baseline", "--save-every", "3", "--warmup-ratio", "0", "--lr", "1e-3",
+                "--output", Path.Combine(dir, outDir),
+            ];
+            var (wholeCode, wholeText) = Launch(mpirun, 2, Args("whole"));
+            Assert.True(wholeCode == 0, wholeText);
+
+            var kill = new Dictionary<string, string> { ["SPARSETUNE_TEST_KILL_RANK"] = "1", ["SPARSETUNE_TEST_KILL_AT_STEP"] = "5" };
+            var clock = Stopwatch.StartNew();
+            var (cutCode, cutText) = Launch(mpirun, 2, Args("cut"), kill, TimeSpan.FromSeconds(60));
+            output.WriteLine($"killed run: exit {cutCode} after {clock.Elapsed.TotalSeconds:0.0} s\n{cutText}");
+            Assert.NotEqual(0, cutCode);
+            var state = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "cut", "checkpoint", "trainer_state.json")))!;
+            Assert.Equal(3, state["step"]!.GetValue<int>());
+
+            var (resumedCode, resumedText) = Launch(mpirun, 2, [.. Args("cut"), "--resume", Path.Combine(dir, "cut", "checkpoint")]);
+            Assert.True(resumedCode == 0, resumedText);
+            Assert.Equal(Losses(Path.Combine(dir, "whole")), Losses(Path.Combine(dir, "cut")));
+            Assert.Equal(LossLines(Path.Combine(dir, "whole")), LossLines(Path.Combine(dir, "cut")));
+            using var scope = NewDisposeScope();
+            var whole = SafeTensors.Load(Path.Combine(dir, "whole", "checkpoint", "trainable.safetensors"));
+            var cut = SafeTensors.Load(Path.Combine(dir, "cut", "checkpoint", "trainable.safetensors"));
+            Assert.Equal(whole.Keys.Order(), cut.Keys.Order());
+            foreach (var (name, tensor) in whole) Assert.True(tensor.eq(cut[name]).all().item<bool>(), name);
         }
         finally
         {
@@ -166,6 +215,18 @@ public class DataParallelTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Dropout off, and the pruning methods prune within the 5 steps: DSEE after 2 (unstructured, from |W| and the
+    /// update), Light-PEFT after a 2-step estimation (heads, FFN neurons, LoRA modules and ranks from the masks).
+    /// </summary>
+    static string[] MethodArguments(string method) => method switch
+    {
+        "lora" => ["--lora-dropout", "0"],
+        "dsee" => ["--prune-at", "0.4"],
+        "light-peft" => ["--lora-dropout", "0", "--estimate-steps", "2", "--estimate-ratio", "0.5"],
+        _ => [],
+    };
+
     /// <summary>A copy of the bundled demo model with dropout off, its training file, and the --data kind.</summary>
     static (string Model, string Train, string Data) Setup(string dir, string family)
     {
@@ -189,6 +250,11 @@ public class DataParallelTests(ITestOutputHelper output)
         JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "checkpoint", "trainer_state.json")))!["losses"]!.AsArray()
             .Select(pair => pair![1]!.GetValue<double>()).ToArray();
 
+    /// <summary>metrics.jsonl's training lines: (step, loss) as written.</summary>
+    static (int Step, double Loss)[] LossLines(string runDir) =>
+        File.ReadLines(Path.Combine(runDir, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).Where(n => n["loss"] is not null)
+            .Select(n => (n["step"]!.GetValue<int>(), n["loss"]!.GetValue<double>())).ToArray();
+
     static List<JsonElement> JsonLines(string text) =>
         text.Split('\n').Select(l => l.IndexOf('{') is int at and >= 0 ? l[at..].Trim() : null).OfType<string>()
             .Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
@@ -198,8 +264,9 @@ public class DataParallelTests(ITestOutputHelper output)
             .Select(d => Path.Combine(d, "mpirun")).FirstOrDefault(File.Exists);
 
     /// <summary>Runs the built CLI (under mpirun with <paramref name="ranks"/> ranks when given); exit code and all it printed.</summary>
-    (int Code, string Text) Launch(string? mpirun, int ranks, string[] arguments)
+    (int Code, string Text) Launch(string? mpirun, int ranks, string[] arguments, Dictionary<string, string>? environment = null, TimeSpan? limit = null)
     {
+        var within = limit ?? TimeSpan.FromMinutes(5);
         string cli = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "SparseTune.Cli.exe" : "SparseTune.Cli");
         var start = new ProcessStartInfo(mpirun ?? cli) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (mpirun is not null)
@@ -208,6 +275,7 @@ public class DataParallelTests(ITestOutputHelper output)
         // Containers run as root; Open MPI refuses that unless told twice.
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        foreach (var (key, value) in environment ?? []) start.Environment[key] = value;
         var text = new StringBuilder();
         using var process = new Process { StartInfo = start };
         DataReceivedEventHandler append = (_, e) => { if (e.Data is not null) lock (text) text.AppendLine(e.Data); };
@@ -217,10 +285,10 @@ public class DataParallelTests(ITestOutputHelper output)
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
+        if (!process.WaitForExit(within))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{start.FileName} {string.Join(' ', start.ArgumentList)} ran past 5 minutes:\n{text}");
+            throw new TimeoutException($"{start.FileName} {string.Join(' ', start.ArgumentList)} ran past {within.TotalSeconds:0} s:\n{text}");
         }
         process.WaitForExit();
         output.WriteLine($"$ {start.FileName} {string.Join(' ', start.ArgumentList)} → exit {process.ExitCode} in {clock.Elapsed.TotalSeconds:0.0} s");
