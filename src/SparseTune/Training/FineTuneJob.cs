@@ -146,9 +146,11 @@ public static class FineTuneJob
         // Rank 0 alone speaks and writes; the other ranks train silently beside it.
         if (!group.IsMain) (progress, log) = (null, null);
         if (options.Training.ResumeFrom is null && group.IsMain) RunFolder.PrepareForNewRun(output, options.Overwrite);
-        if (group.Size > 1) group.Barrier();
         if (group.Size > 1)
+        {
+            group.Barrier();   // the others start once rank 0 has prepared the output folder
             log?.Invoke($"data parallel: {group.Size} ranks over MPI, global batch {options.Training.BatchSize} × {group.Size} × {options.Training.GradientAccumulation} (--batch-size × ranks × --grad-accum)");
+        }
 
         var tokenizer = TextTokenizer.FromFolder(options.ModelDirectory);
         var fileConfig = ModelConfig.Load(options.ModelDirectory);
