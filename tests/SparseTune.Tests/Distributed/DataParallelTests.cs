@@ -268,7 +268,7 @@ public class DataParallelTests(ITestOutputHelper output)
     {
         var within = limit ?? TimeSpan.FromMinutes(5);
         string cli = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "SparseTune.Cli.exe" : "SparseTune.Cli");
-        var start = new ProcessStartInfo(mpirun ?? cli) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo(mpirun ?? cli);
         if (mpirun is not null)
             foreach (string a in new[] { "--oversubscribe", "--bind-to", "none", "-np", ranks.ToString(), cli }) start.ArgumentList.Add(a);
         foreach (string a in arguments) start.ArgumentList.Add(a);
@@ -276,22 +276,8 @@ public class DataParallelTests(ITestOutputHelper output)
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
         foreach (var (key, value) in environment ?? []) start.Environment[key] = value;
-        var text = new StringBuilder();
-        using var process = new Process { StartInfo = start };
-        DataReceivedEventHandler append = (_, e) => { if (e.Data is not null) lock (text) text.AppendLine(e.Data); };
-        process.OutputDataReceived += append;
-        process.ErrorDataReceived += append;
-        var clock = Stopwatch.StartNew();
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        if (!process.WaitForExit(within))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{start.FileName} {string.Join(' ', start.ArgumentList)} ran past {within.TotalSeconds:0} s:\n{text}");
-        }
-        process.WaitForExit();
-        output.WriteLine($"$ {start.FileName} {string.Join(' ', start.ArgumentList)} → exit {process.ExitCode} in {clock.Elapsed.TotalSeconds:0.0} s");
-        return (process.ExitCode, text.ToString());
+        var result = ChildProcess.Run(start, within);
+        output.WriteLine($"$ {start.FileName} {string.Join(' ', start.ArgumentList)} → exit {result.ExitCode} in {result.Elapsed.TotalSeconds:0.0} s");
+        return (result.ExitCode, result.Text);
     }
 }

@@ -176,13 +176,7 @@ public sealed class PackageTests(ITestOutputHelper output) : IDisposable
     string Dotnet(string workingDirectory, IReadOnlyDictionary<string, string?> environment, params string[] arguments)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { } host && File.Exists(host) ? host : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
-        {
-            WorkingDirectory = workingDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
+        var start = new ProcessStartInfo(dotnet) { WorkingDirectory = workingDirectory };
         foreach (string argument in arguments) start.ArgumentList.Add(argument);
         if (arguments[0] is "pack" or "build")
             foreach (string argument in new[] { "--disable-build-servers", "-nologo" }) start.ArgumentList.Add(argument);
@@ -195,26 +189,11 @@ public sealed class PackageTests(ITestOutputHelper output) : IDisposable
             if (value is null) start.Environment.Remove(key);
             else start.Environment[key] = value;
 
-        var text = new StringBuilder();
-        using var process = new Process { StartInfo = start };
-        DataReceivedEventHandler append = (_, e) => { if (e.Data is not null) lock (text) text.AppendLine(e.Data); };
-        process.OutputDataReceived += append;
-        process.ErrorDataReceived += append;
-        var clock = Stopwatch.StartNew();
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        if (!process.WaitForExit(StepTimeout))
-        {
-            process.Kill(entireProcessTree: true);
-            process.WaitForExit();
-            Assert.Fail($"dotnet {string.Join(' ', arguments)} did not finish in {StepTimeout.TotalSeconds} s:\n{text}");
-        }
-        process.WaitForExit();   // the rest of the output
-        string result;
-        lock (text) result = text.ToString();
-        output.WriteLine($"dotnet {string.Join(' ', arguments.Take(2))}: exit {process.ExitCode} after {clock.Elapsed.TotalSeconds:0.0} s");
-        Assert.True(process.ExitCode == 0, $"dotnet {string.Join(' ', arguments)} in {workingDirectory} exited {process.ExitCode}:\n{result}");
-        return result;
+        ChildProcessResult run;
+        try { run = ChildProcess.Run(start, StepTimeout); }
+        catch (TimeoutException timedOut) { Assert.Fail($"dotnet {string.Join(' ', arguments)} did not finish in {StepTimeout.TotalSeconds} s:\n{timedOut.Message}"); throw; }
+        output.WriteLine($"dotnet {string.Join(' ', arguments.Take(2))}: exit {run.ExitCode} after {run.Elapsed.TotalSeconds:0.0} s");
+        Assert.True(run.ExitCode == 0, $"dotnet {string.Join(' ', arguments)} in {workingDirectory} exited {run.ExitCode}:\n{run.Text}");
+        return run.Text;
     }
 }
