@@ -57,7 +57,7 @@ public sealed record EvalOptions
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
         else if (!E2EData.LooksLikeE2E(DataFile))
             problems.Add($"--data: {DataFile} is not E2E JSONL (its first line needs \"{E2EData.MeaningRepresentationField}\" and \"{E2EData.ReferenceField}\"); --task e2e evaluates E2E data only (--task mmlu takes an MMLU folder)");
-        if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory) && !File.Exists(AdapterDirectory)) problems.Add($"--adapter: not found: {AdapterDirectory}");
+        if (MethodArtifacts.PathProblem(AdapterDirectory) is { } adapterProblem) problems.Add(adapterProblem);
         if (Limit < 0) problems.Add("--limit must be 0 (all) or more");
         return problems;
     }
@@ -88,7 +88,7 @@ public sealed record MmluEvalOptions
         var (folder, suffix) = MmluData.SplitFiles(Split);
         if (!Directory.Exists(DataDirectory)) problems.Add($"--data: MMLU folder not found: {DataDirectory}");
         else if (!Directory.Exists(Path.Combine(DataDirectory, folder))) problems.Add($"--data: {DataDirectory} has no {folder}/ folder (the MMLU layout: {folder}/SUBJECT{suffix}, dev/SUBJECT_dev.csv)");
-        if (AdapterDirectory is not null && !Directory.Exists(AdapterDirectory) && !File.Exists(AdapterDirectory)) problems.Add($"--adapter: not found: {AdapterDirectory}");
+        if (MethodArtifacts.PathProblem(AdapterDirectory) is { } adapterProblem) problems.Add(adapterProblem);
         if (Subjects.Any(string.IsNullOrWhiteSpace)) problems.Add("--subjects: an empty subject name");
         return problems;
     }

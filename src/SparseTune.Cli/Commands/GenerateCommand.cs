@@ -1,10 +1,11 @@
-using SparseTune.Models;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using SparseTune.Generation;
 using SparseTune.IO;
+using SparseTune.Models;
 using SparseTune.Nn;
+using SparseTune.Tuners;
 
 namespace SparseTune.Cli.Commands;
 
@@ -31,7 +32,7 @@ public sealed record GenerateOptions
     {
         var problems = new List<string>(Generation.Problems());
         if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
-        if (AdapterPath is not null && !Directory.Exists(AdapterPath) && !File.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
+        if (MethodArtifacts.PathProblem(AdapterPath) is { } adapterProblem) problems.Add(adapterProblem);
         if (PromptsFile is not null && !File.Exists(PromptsFile)) problems.Add($"--prompts: file not found: {PromptsFile}");
         if (Prompts.Count == 0 && PromptsFile is null) problems.Add("give --prompt TEXT (repeatable) or --prompts FILE");
         if (BatchSize < 1) problems.Add("--batch-size must be at least 1");

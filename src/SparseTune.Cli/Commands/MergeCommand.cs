@@ -23,7 +23,7 @@ public static class MergeCommand
             string modelDir = CliSupport.ExistingDirectory(parse.GetValue(baseModel), "--model");
             string outputDir = parse.GetValue(output)!;
             string artifact = parse.GetValue(adapter) ?? throw new UsageException("--adapter is required (a LoRA adapter folder, a sparse-matrix file, or a run folder holding one)");
-            if (!File.Exists(artifact) && !Directory.Exists(artifact)) throw new UsageException($"--adapter: not found: {artifact}");
+            if (MethodArtifacts.PathProblem(artifact) is { } adapterProblem) throw new UsageException(adapterProblem);
             MethodArtifacts.MergeToCheckpoint(modelDir, artifact, outputDir);
             Console.WriteLine($"wrote merged model to {outputDir}");
             return 0;

@@ -29,7 +29,7 @@ public sealed record PredictOptions
         var problems = new List<string>(Predictor.Problems());
         problems.AddRange(Squad.Problems());
         if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
-        if (AdapterPath is not null && !File.Exists(AdapterPath) && !Directory.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
+        if (MethodArtifacts.PathProblem(AdapterPath) is { } adapterProblem) problems.Add(adapterProblem);
         if (!File.Exists(InputFile)) problems.Add($"--input: file not found: {InputFile}");
         if (string.IsNullOrWhiteSpace(OutputFile)) problems.Add("--output must name a file");
         else if (File.Exists(InputFile) && Path.GetFullPath(OutputFile) == Path.GetFullPath(InputFile)) problems.Add("--output must differ from --input");

@@ -5,6 +5,7 @@ using SparseTune.Models;
 using SparseTune.Nn;
 using SparseTune.Tokenization;
 using SparseTune.Training;
+using SparseTune.Tuners;
 using TorchSharp;
 
 namespace SparseTune.Evaluation;
@@ -32,7 +33,7 @@ public sealed record DatasetEvalOptions
         var problems = new List<string>(Squad.Problems());
         if (PretrainedModel.FolderProblem(ModelDirectory) is { } modelProblem) problems.Add(modelProblem);
         if (!File.Exists(DataFile)) problems.Add($"--data: file not found: {DataFile}");
-        if (AdapterPath is not null && !File.Exists(AdapterPath) && !Directory.Exists(AdapterPath)) problems.Add($"--adapter: not found: {AdapterPath}");
+        if (MethodArtifacts.PathProblem(AdapterPath) is { } adapterProblem) problems.Add(adapterProblem);
         if (MaxLength < 4) problems.Add("--max-length must be at least 4");
         if (BatchSize < 1) problems.Add("--batch-size must be at least 1");
         if (!ComputeDevice.Choices.Contains(Device)) problems.Add($"--device: unknown '{Device}' (choose {string.Join(", ", ComputeDevice.Choices)})");

@@ -95,6 +95,10 @@ public static class MethodArtifacts
         return id2label.OrderBy(p => int.Parse(p.Key, System.Globalization.CultureInfo.InvariantCulture)).Select(p => p.Value).ToList();
     }
 
+    /// <summary>What is wrong with an --adapter path before anything is read (nothing there); null: nothing, or no adapter given.</summary>
+    public static string? PathProblem(string? path) =>
+        path is not null && !File.Exists(path) && !Directory.Exists(path) ? $"--adapter: not found: {path}" : null;
+
     /// <summary>The one artifact at <paramref name="path"/> and its reader; none or several is an error naming what was looked for or found.</summary>
     public static (IArtifactReader Reader, string Artifact) Find(string path)
     {
