@@ -48,6 +48,7 @@ public static class BenchCommand
         command.Subcommands.Add(BenchAccuracyCommand.Create());
         command.Subcommands.Add(BenchGenerateCommand.Create());
         command.Subcommands.Add(BenchTrafficCommand.Create());
+        command.Subcommands.Add(BenchProfileCommand.Create());
 
         command.SetAction(parse => CliSupport.Run(parse, () =>
         {

@@ -72,7 +72,7 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>, IHea
     [ComponentName(Name = "query")] public readonly TunableLinear Query;   // C → nh·hs
     [ComponentName(Name = "key")] public readonly TunableLinear Key;       // C → nh·hs
     [ComponentName(Name = "value")] public readonly TunableLinear Value;   // C → nh·hs
-    readonly double attnPdrop;   // dropout on attention probabilities, applied inside SDPA
+    readonly double attnPdrop;   // dropout on attention probabilities (see Nn/Attention)
 
     /// <summary>
     /// Heads currently present. Head pruning lowers it together with the rows of query/key/value and the
@@ -111,7 +111,7 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>, IHea
         Tensor k = Key.call(x).view(B, T, NumHeads, HeadDim).transpose(1, 2);     // (B, nh, T, hs)
         Tensor v = Value.call(x).view(B, T, NumHeads, HeadDim).transpose(1, 2);   // (B, nh, T, hs)
         // softmax(q kᵀ / √hs + mask) v, as BertSelfAttention computes it.
-        Tensor y = F.scaled_dot_product_attention(q, k, v, mask, p: training ? attnPdrop : 0.0);   // (B, nh, T, hs)
+        Tensor y = Attention.Compute(q, k, v, mask, causal: false, dropout: training ? attnPdrop : 0.0);   // (B, nh, T, hs)
         if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);         // (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, NumHeads * HeadDim);               // (B, T, nh·hs)
     }

@@ -26,7 +26,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, CacheSlot?, Tenso
     [ComponentName(Name = "c_attn")] public readonly TunableLinear QkvProj;   // C → 3·nh·hs
     [ComponentName(Name = "c_proj")] public readonly TunableLinear OutProj;   // nh·hs → C
     [ComponentName(Name = "resid_dropout")] readonly Dropout residDropout;
-    readonly double attnPdrop;   // dropout on attention probabilities, applied inside SDPA
+    readonly double attnPdrop;   // dropout on attention probabilities (see Nn/Attention)
 
     /// <summary>
     /// Heads currently present. Head pruning lowers it together with the rows of c_attn and the columns of
@@ -67,8 +67,8 @@ public sealed class Gpt2Attention : nn.Module<Tensor, Tensor?, CacheSlot?, Tenso
         Tensor k = qkv[1].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
         Tensor v = qkv[2].view(B, T, NumHeads, HeadDim).transpose(1, 2);        // (B, nh, T, hs)
         if (cache is { } slot) (k, v) = slot.Update(k, v);                      // 2 × (B, nh, S, hs)
-        Tensor y = F.scaled_dot_product_attention(q, k, v, mask,
-            p: training ? attnPdrop : 0.0, is_casual: mask is null);            // (B, nh, T, hs)
+        Tensor y = Attention.Compute(q, k, v, mask, causal: mask is null,
+            dropout: training ? attnPdrop : 0.0);                               // (B, nh, T, hs)
         if (headGate is not null) y = y * headGate.view(1, NumHeads, 1, 1);       // (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, width);                             // (B, T, nh·hs)
         return residDropout.call(OutProj.call(y));
@@ -197,9 +197,9 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor positions = arange(T, dtype: ScalarType.Int64, device: inputIds.device);   // (T)
         Tensor x = Body(inputIds, positions, Mask, cache: null);              // (B, T, C)
 
-        Tensor logits = Head == ModelHead.CausalLM
-            ? MixedPrecision.Linear(x, Transformer.TokenEmbedding.weight!, null, ComputeType)   // (B, T, vocab): x · wteᵀ
-            : Score!.call(AttentionMasks.PoolLastToken(x, attentionMask));     // (B, num_labels)
+        if (Head == ModelHead.CausalLM)                                         // logits (B, T, vocab) = x · wteᵀ, when read
+            return new ModelOutput(x.MoveToOuterDisposeScope(), new LanguageModelProjection(() => Transformer.TokenEmbedding.weight!, () => null, ComputeType));
+        Tensor logits = Score!.call(AttentionMasks.PoolLastToken(x, attentionMask));   // (B, num_labels)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
 

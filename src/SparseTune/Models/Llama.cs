@@ -217,9 +217,11 @@ public sealed class LlamaTransformer : TransformerModel
         (Tensor, Tensor) CosSin() => cosSin.Cos.IsInvalid ? cosSin = rotary.CosSin(T, device, dtype) : cosSin;
         Tensor x = Body(inputIds, CosSin, masks, cache: null);                  // (B, T, C)
 
+        if (Head == ModelHead.CausalLM && LmHeadProjection() is { } projection)   // logits (B, T, vocab), when read
+            return new ModelOutput(x.MoveToOuterDisposeScope(), projection);
         Tensor logits = Head switch
         {
-            ModelHead.CausalLM => LmHeadLogits(x),                                               // (B, T, vocab)
+            ModelHead.CausalLM => LmHeadLogits(x),                                               // (B, T, vocab): an adapted lm_head
             _ => Score!.call(AttentionMasks.PoolLastToken(x, attentionMask)),                   // (B, num_labels)
         };
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
@@ -254,6 +256,14 @@ public sealed class LlamaTransformer : TransformerModel
         }
         return Model.FinalNorm.call(x);                                          // (B, T, C)
     }
+
+    /// <summary>The LM head as a plain projection (tied, or an lm_head without an adapter); null when an adapter changes it.</summary>
+    LanguageModelProjection? LmHeadProjection() => LmHead switch
+    {
+        null => new LanguageModelProjection(() => Model.TokenEmbedding.weight!, () => null, ComputeType),
+        { Adapter: null } => new LanguageModelProjection(LmHead.weight, LmHead.bias, LmHead.ComputeType),
+        _ => null,
+    };
 
     Tensor LmHeadLogits(Tensor x) => LmHead is not null
         ? LmHead.call(x)                                                          // (B, T, vocab)

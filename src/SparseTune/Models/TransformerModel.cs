@@ -19,13 +19,50 @@ public enum ModelHead
     MultipleChoice,
 }
 
-/// <summary>What a forward pass returns. Both tensors belong to the caller.</summary>
-public sealed record ModelOutput(Tensor LastHiddenState, Tensor Logits) : IDisposable
+/// <summary>
+/// What a forward pass returns; the caller owns it. A causal-LM head that is a plain projection
+/// (<see cref="Projection"/>) computes its logits only when <see cref="Logits"/> is first read, so that the training
+/// loss can go through <see cref="LinearCrossEntropy"/> without the whole (B, T, vocab) tensor.
+/// </summary>
+public sealed class ModelOutput : IDisposable
 {
+    Tensor? logits;
+
+    public ModelOutput(Tensor lastHiddenState, Tensor logits) => (LastHiddenState, this.logits) = (lastHiddenState, logits);
+
+    /// <summary>Logits of <paramref name="projection"/> over every position of <paramref name="lastHiddenState"/>, computed on first read.</summary>
+    public ModelOutput(Tensor lastHiddenState, LanguageModelProjection projection) => (LastHiddenState, Projection) = (lastHiddenState, projection);
+
+    /// <summary>(B, T, C) after the final norm.</summary>
+    public Tensor LastHiddenState { get; }
+
+    /// <summary>The LM head as a projection of <see cref="LastHiddenState"/>; null for other heads (their logits are computed).</summary>
+    public LanguageModelProjection? Projection { get; }
+
+    /// <summary>Whether <see cref="Logits"/> exists yet (a deferred LM head's are computed on first read).</summary>
+    public bool HasLogits => logits is not null;
+
+    /// <summary>
+    /// The head's output: (B, T, vocab) for LM heads, (B, num_labels) for classification, … A deferred LM head computes
+    /// them here, in the grad mode of this call, and the tensor belongs to this output whatever dispose scope is open.
+    /// </summary>
+    public Tensor Logits
+    {
+        get
+        {
+            if (logits is null)
+            {
+                using var scope = NewDisposeScope();
+                logits = Projection!.Logits(LastHiddenState).DetachFromDisposeScope();
+            }
+            return logits;
+        }
+    }
+
     public void Dispose()
     {
         LastHiddenState.Dispose();
-        Logits.Dispose();
+        logits?.Dispose();
     }
 }
 

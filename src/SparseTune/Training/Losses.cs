@@ -1,4 +1,5 @@
 using SparseTune.Models;
+using SparseTune.Nn;
 using static TorchSharp.torch;
 
 namespace SparseTune.Training;
@@ -16,6 +17,8 @@ public static class Losses
     /// <remarks>The loss and its reduction run in float32 whatever the logits' type (bf16 under mixed precision).</remarks>
     public static Tensor Compute(TaskKind task, ModelOutput output, Tensor labels, double labelSmoothing = 0)
     {
+        if (task == TaskKind.CausalLM && output is { HasLogits: false, Projection: { } head })
+            return NextTokenLoss(output.LastHiddenState, head, labels, labelSmoothing);
         Tensor logits = output.Logits.dtype == ScalarType.BFloat16 ? output.Logits.to_type(ScalarType.Float32) : output.Logits;
         return task switch
         {
@@ -72,7 +75,19 @@ public static class Losses
     {
         using var scope = NewDisposeScope();
         long vocab = logits.shape[^1];
-        Tensor nextLabels = nn.functional.pad(labels[.., 1..], [0, 1], value: IgnoreIndex).reshape(-1);   // (B·T)
-        return nn.functional.cross_entropy(logits.reshape(-1, vocab), nextLabels, ignore_index: IgnoreIndex, label_smoothing: labelSmoothing).MoveToOuterDisposeScope();
+        return nn.functional.cross_entropy(logits.reshape(-1, vocab), NextLabels(labels), ignore_index: IgnoreIndex, label_smoothing: labelSmoothing).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// The same loss from the hidden states (B, T, C) and the LM head as a projection, through
+    /// <see cref="LinearCrossEntropy"/>: the (B·T, vocab) logits never exist whole (see there).
+    /// </summary>
+    public static Tensor NextTokenLoss(Tensor hidden, LanguageModelProjection head, Tensor labels, double labelSmoothing = 0)
+    {
+        using var scope = NewDisposeScope();
+        return LinearCrossEntropy.Loss(hidden.reshape(-1, hidden.shape[^1]), head, NextLabels(labels), IgnoreIndex, labelSmoothing).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Labels moved one step left, the last position ignored: (B·T).</summary>
+    static Tensor NextLabels(Tensor labels) => nn.functional.pad(labels[.., 1..], [0, 1], value: IgnoreIndex).reshape(-1);
 }
