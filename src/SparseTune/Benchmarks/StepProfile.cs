@@ -49,6 +49,8 @@ public static class StepProfile
         double attentionFlops = 4.0 * B * heads * T * T * hs * 3;   // q kᵀ and p v, forward and backward
         Time("attention, blocked with dropout (Nn/Attention)", L, attentionFlops + 2.0 * B * heads * T * T * hs,
             t => Attention.Compute(t[0], t[1], t[2], null, causal: true, dropout: config.AttnPdrop), [[B, heads, T, hs], [B, heads, T, hs], [B, heads, T, hs]]);
+        Time("  of which: drawing the keep mask (bernoulli_)", L, 0,
+            t => DropoutAttentionFunction.DrawKeepMask(B, heads, T, T, config.AttnPdrop, CPU).any().to_type(ScalarType.Float32) * t[0].sum(), [[1]], counted: false);
         Time("  before: libtorch SDPA with dropout (unfused)", L, attentionFlops,
             t => F.scaled_dot_product_attention(t[0], t[1], t[2], p: config.AttnPdrop, is_casual: true), [[B, heads, T, hs], [B, heads, T, hs], [B, heads, T, hs]], counted: false);
         Time("  without dropout: libtorch SDPA (fused)", L, attentionFlops,

@@ -132,8 +132,8 @@ public sealed class LinearCrossEntropyFunction : SingleTensorFunction<LinearCros
     {
         var saved = ctx.get_saved_variables();
         var has = (bool[])ctx.get_data("has");
-        using var scope = NewDisposeScope();
-        Tensor? Scaled(int i) => has[i] ? saved[i].mul(gradOutput.to_type(saved[i].dtype)).MoveToOuterDisposeScope() : null;
+        // Scaled in place: a second (vocab × C) copy would come at the start of backward, when memory peaks.
+        Tensor? Scaled(int i) => has[i] ? saved[i].mul_(gradOutput.to_type(saved[i].dtype)) : null;
         return [Scaled(0)!, Scaled(1)!, Scaled(2)!, null!, null!, null!, null!, null!];
     }
 }
