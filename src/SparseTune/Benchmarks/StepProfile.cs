@@ -31,13 +31,11 @@ public static class StepProfile
         long heads = config.NHead, hs = C / heads;
         int L = config.NLayer;
         var ops = new List<ProfiledOp>();
-        ProfiledOp Time(string name, int perStep, double flops, Func<Tensor[], Tensor> op, long[][] shapes, bool counted = true)
+        void Time(string name, int perStep, double flops, Func<Tensor[], Tensor> op, long[][] shapes, bool counted = true)
         {
             progress?.Report(name);
             var (fwd, bwd) = Measure(op, shapes, repeats);
-            var result = new ProfiledOp(name, perStep, fwd, bwd, flops, counted);
-            ops.Add(result);
-            return result;
+            ops.Add(new ProfiledOp(name, perStep, fwd, bwd, flops, counted));
         }
         double Linear(long inF, long outF) => 6.0 * N * inF * outF;   // forward 2·N·in·out, backward twice that
         Tensor LinearOp(Tensor[] t) => F.linear(t[0], t[1], t[2]);

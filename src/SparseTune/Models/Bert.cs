@@ -3,7 +3,6 @@ using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace SparseTune.Models;
 

@@ -3,7 +3,6 @@ using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace SparseTune.Models;
 
@@ -198,7 +197,7 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor x = Body(inputIds, positions, Mask, cache: null);              // (B, T, C)
 
         if (Head == ModelHead.CausalLM)                                         // logits (B, T, vocab) = x · wteᵀ, when read
-            return new ModelOutput(x.MoveToOuterDisposeScope(), new LanguageModelProjection(() => Transformer.TokenEmbedding.weight!, () => null, ComputeType));
+            return new ModelOutput(x.MoveToOuterDisposeScope(), LmHead);
         Tensor logits = Score!.call(AttentionMasks.PoolLastToken(x, attentionMask));   // (B, num_labels)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
@@ -215,9 +214,12 @@ public sealed class Gpt2Transformer : TransformerModel
         Tensor? mask = AttentionMasks.Decoder(realKeys, past, T, null, inputIds.device);   // (B, 1, T, past + T)
         Tensor x = Body(inputIds, positions, () => mask, cache);             // (B, T, C)
         cache.Commit(T);
-        Tensor logits = MixedPrecision.Linear(x.narrow(1, T - 1, 1), Transformer.TokenEmbedding.weight!, null, ComputeType);   // (B, 1, vocab)
+        Tensor logits = LmHead.Logits(x.narrow(1, T - 1, 1));                  // (B, 1, vocab)
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
+
+    /// <summary>The LM head, tied to wte: logits = x · wteᵀ.</summary>
+    LanguageModelProjection LmHead => new(() => Transformer.TokenEmbedding.weight!, () => null, ComputeType);
 
     /// <summary>Embeddings, blocks and the final LayerNorm: (B, T) ids → (B, T, C).</summary>
     /// <param name="positions">(T) or (B, T) position of each token.</param>

@@ -221,7 +221,7 @@ public sealed class LlamaTransformer : TransformerModel
             return new ModelOutput(x.MoveToOuterDisposeScope(), projection);
         Tensor logits = Head switch
         {
-            ModelHead.CausalLM => LmHeadLogits(x),                                               // (B, T, vocab): an adapted lm_head
+            ModelHead.CausalLM => LmHead!.call(x),                                               // (B, T, vocab): an adapted lm_head
             _ => Score!.call(AttentionMasks.PoolLastToken(x, attentionMask)),                   // (B, num_labels)
         };
         return new ModelOutput(x.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
@@ -265,9 +265,8 @@ public sealed class LlamaTransformer : TransformerModel
         _ => null,
     };
 
-    Tensor LmHeadLogits(Tensor x) => LmHead is not null
-        ? LmHead.call(x)                                                          // (B, T, vocab)
-        : MixedPrecision.Linear(x, Model.TokenEmbedding.weight!, null, ComputeType);   // tied: x · embed_tokensᵀ
+    /// <summary>(…, C) → (…, vocab): x · embed_tokensᵀ when tied, else lm_head (with its adapter, if any).</summary>
+    Tensor LmHeadLogits(Tensor x) => LmHeadProjection() is { } projection ? projection.Logits(x) : LmHead!.call(x);
 
     /// <summary>
     /// The attention mask of each window size a layer uses (full causal, and Mistral's / Qwen2's sliding window),

@@ -115,7 +115,7 @@ public sealed class LinearCrossEntropyFunction : SingleTensorFunction<LinearCros
         var (ignoreIndex, labelSmoothing, compute, chunkElements) = ((long)vars[4], (double)vars[5], vars[6] as ScalarType?, (long)vars[7]);
         using var scope = NewDisposeScope();
         var gradients = new LinearCrossEntropy.Gradients(
-            hidden.requires_grad ? zeros_like(hidden) : null,
+            hidden.requires_grad ? empty_like(hidden) : null,   // every row is written, block by block
             weight.requires_grad ? zeros_like(weight) : null,
             bias?.requires_grad == true ? zeros_like(bias) : null);
         Tensor loss = LinearCrossEntropy.Run(hidden, weight, bias, compute, labels, ignoreIndex, labelSmoothing, chunkElements, gradients);
