@@ -12,7 +12,7 @@ public static class BenchProfileCommand
 {
     public static Command Create()
     {
-        var preset = new Option<string>("--preset") { Description = "GPT-2 shape: gpt2-small or tiny.", DefaultValueFactory = _ => "gpt2-small" };
+        var preset = new Option<string>("--preset") { Description = "A GPT-2 shape preset (gpt2-small).", DefaultValueFactory = _ => "gpt2-small" };
         var batch = new Option<int>("--batch", "--batch-size") { DefaultValueFactory = _ => 4 };
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 512 };
         var repeats = new Option<int>("--repeats") { Description = "Timed runs of each operation (median).", DefaultValueFactory = _ => 3 };

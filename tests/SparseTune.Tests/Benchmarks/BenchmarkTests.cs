@@ -23,6 +23,30 @@ public class BenchmarkTests
         Assert.Equal(expected, TrainingFlops.PerStep(model, batch, length));
     }
 
+    /// <summary>
+    /// bench profile on gpt2-tiny's shape: how often a step runs each operation, the GEMM FLOPs it is charged, and the
+    /// sum over the counted rows only (the "before" alternatives are shown, not summed).
+    /// </summary>
+    [Fact]
+    public void StepProfileCountsEachOperationOfAGpt2Step()
+    {
+        var config = (Gpt2Config)ModelConfig.Load(Fixtures.Model("gpt2-tiny"));   // 2 layers, hidden 48, FFN 192, vocab 211
+        var ops = StepProfile.Run(config, batch: 2, sequenceLength: 8, repeats: 1);
+        ProfiledOp Row(string start) => ops.Single(o => o.Name.TrimStart().StartsWith(start, StringComparison.Ordinal));
+        long tokens = 2 * 8;
+        Assert.Equal(2 * 2 + 1, Row("LayerNorm").PerStep);
+        Assert.Equal(2 * 2, Row("residual dropout").PerStep);
+        Assert.Equal(6.0 * tokens * 48 * 144, Row("c_attn linear").Flops);
+        Assert.Equal(6.0 * tokens * 192 * 48, Row("mlp c_proj linear").Flops);
+        Assert.Equal(6.0 * tokens * 48 * 211, Row("LM head + cross-entropy, blocked").Flops);
+        Assert.False(Row("before: logits").Counted);
+        Assert.All(ops, o => Assert.True(o.ForwardSeconds > 0, o.Name));
+        Assert.Equal(2, Row("attention, blocked").PerStep);
+        double counted = ops.Where(o => o.Counted).Sum(o => o.StepSeconds);
+        Assert.True(counted < ops.Sum(o => o.StepSeconds));
+        Assert.Equal(2 * (Row("attention, blocked").ForwardSeconds + Row("attention, blocked").BackwardSeconds), Row("attention, blocked").StepSeconds, 12);
+    }
+
     [Fact]
     public void ClassificationHeadIsCountedButNoVocabularyProjection()
     {
